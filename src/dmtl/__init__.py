@@ -1,0 +1,3 @@
+"""dmtl: distributed multi-task learning, node-batched."""
+
+__version__ = "0.1.0"

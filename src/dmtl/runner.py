@@ -1,0 +1,274 @@
+"""Running an experiment: build the problem, network and backend from a configuration, iterate the
+algorithm, record metrics, and write the run directory.
+
+The run seed feeds :class:`dmtl.seeding.RunStreams`; the data, placement, graph, initialisation, node
+sampling and channel each draw from their own stream, so a rerun with the same seed is bitwise
+identical (``metrics.csv`` included) and changing one part never reshuffles another.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dmtl import algorithms as _algorithms  # noqa: F401  (registers the algorithms)
+from dmtl.algorithms.base import Algorithm, make_algorithm
+from dmtl.config import load_config
+from dmtl.data.synthetic import lowrank_regression
+from dmtl.errors import ConfigError
+from dmtl.network.comm import Communicator
+from dmtl.network.ledger import ClockModel
+from dmtl.network.topology import MixingMatrix, Topology, make_topology, mixing_matrix
+from dmtl.problem import Problem
+from dmtl.seeding import RunStreams
+
+__all__ = ["RunResult", "build_problem", "build_network", "make_communicator", "run", "execute"]
+
+LEDGER_COLUMNS = ("messages", "floats", "bytes", "comm_rounds", "virtual_time")
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    history : tidy DataFrame with columns round, metric, value and the cumulative ledger columns.
+    summary : final metrics, ledger totals, timing, versions.
+    config : the resolved configuration.
+    state : the algorithm's final state (this process's block).
+    timing : DataFrame of round and cumulative wall time (not reproducible, hence apart).
+    """
+
+    history: pd.DataFrame
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    state: Any = None
+    timing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    out: Path | None = None
+
+    def final(self, metric: str) -> float:
+        rows = self.history[self.history["metric"] == metric]
+        if rows.empty:
+            raise KeyError(f"metric {metric!r} was not recorded; recorded: {sorted(set(self.history['metric']))}")
+        return float(rows["value"].iloc[-1])
+
+    def curve(self, metric: str) -> pd.DataFrame:
+        return self.history[self.history["metric"] == metric].reset_index(drop=True)
+
+
+def build_problem(config: dict[str, Any], streams: RunStreams) -> Problem:
+    """The problem of ``config['problem']`` placed on ``config['topology']['nodes']`` nodes."""
+    p = config["problem"]
+    nodes = config["topology"]["nodes"]
+    if p["kind"] == "lowrank":
+        return lowrank_regression(
+            p["d"], p["tasks"], p["rank"], p["samples"],
+            noise=p["noise"], test_samples=p["test_samples"], nodes=nodes, placement=p["placement"],
+            rng=streams.generator("data"), placement_rng=streams.generator("placement"),
+        )
+    raise ConfigError(f"unknown problem.kind {p['kind']!r}")
+
+
+def build_network(config: dict[str, Any], streams: RunStreams) -> tuple[Topology, MixingMatrix]:
+    """Topology and mixing weights of ``config['topology']``."""
+    t = config["topology"]
+    params = {k: t[k] for k in ("p", "radius", "rows", "cols", "periodic", "dim") if t.get(k) is not None}
+    if t["kind"] in ("erdos_renyi", "random_geometric"):
+        params["connected"] = t["connected"]
+        params["seed"] = streams.generator("topology")
+    top = make_topology(t["kind"], t["nodes"], **params)
+    return top, mixing_matrix(top, t["weights"])
+
+
+def make_communicator(
+    config: dict[str, Any], topology: Topology | None, mixing: MixingMatrix | None
+) -> Communicator:
+    """The backend's communicator for this process."""
+    clock = ClockModel(**config["clock"])
+    n = config["topology"]["nodes"]
+    name = config["backend"]["name"]
+    if name == "local":
+        from dmtl.backends.local import LocalCommunicator
+
+        return LocalCommunicator(n, clock, topology, mixing)
+    if name == "mpi":
+        from dmtl.backends.mpi import MPICommunicator
+
+        return MPICommunicator(n, clock, topology, mixing, timeout=config["backend"]["timeout"])
+    raise ConfigError(f"backend.name must be 'local' or 'mpi', got {name!r}")
+
+
+def run(
+    config: dict[str, Any] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+) -> RunResult:
+    """Run an experiment.
+
+    Parameters
+    ----------
+    config : dict, path or built-in experiment name, optional
+        The configuration (defaults when None).
+    overrides : list of "section.key=value", optional
+        Applied over ``config``.
+    out : path, optional
+        Run directory to write (config.yaml, metrics.csv, timing.csv, summary.json, plots).
+    progress : bool, optional
+        Show a progress line on stderr (default: ``output.progress``; ``auto`` = when stderr is a tty).
+
+    Returns
+    -------
+    RunResult
+
+    Notes
+    -----
+    With ``backend.name=mpi`` and ``backend.procs > 1`` outside an MPI job, this launches
+    ``mpiexec`` and reads the results back (see :mod:`dmtl.backends.mpi`).
+    """
+    cfg = load_config(config, overrides)
+    if cfg["backend"]["name"] == "mpi":
+        from dmtl.backends import mpi as mpi_backend
+
+        if not mpi_backend.inside_mpi_job():
+            return mpi_backend.launch(cfg, out)
+    return execute(cfg, out, progress)
+
+
+def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool | None = None) -> RunResult:
+    """Run a resolved configuration in this process (on every rank of an MPI job)."""
+    streams = RunStreams(cfg["seed"])
+    algorithm = make_algorithm(cfg["algorithm"]["name"], **{k: v for k, v in cfg["algorithm"].items() if k != "name"})
+    problem = build_problem(cfg, streams)
+    topology, mixing = build_network(cfg, streams)
+    comm = make_communicator(cfg, topology, mixing)
+    try:
+        return _iterate(cfg, algorithm, problem, comm, streams, out, progress)
+    finally:
+        close = getattr(comm, "close", None)
+        if close is not None:
+            close()
+
+
+def _iterate(
+    cfg: dict[str, Any],
+    algorithm: Algorithm,
+    problem: Problem,
+    comm: Communicator,
+    streams: RunStreams,
+    out: str | Path | None,
+    progress: bool | None,
+) -> RunResult:
+    rounds, every = cfg["rounds"], cfg["eval_every"]
+    target_metric, target_below = cfg["target"]["metric"], cfg["target"]["below"]
+    show = _want_progress(cfg, progress) and comm.rank == 0
+    rows: list[tuple] = []
+    timing: list[tuple[int, float]] = []
+    wall = 0.0
+
+    def record(it: int, state: Any) -> dict[str, float]:
+        metrics = algorithm.evaluate(state, comm)
+        totals = comm.ledger_totals()
+        ledger = tuple(totals[c] for c in LEDGER_COLUMNS)
+        for name in sorted(metrics):
+            rows.append((it, name, metrics[name], *ledger))
+        timing.append((it, wall))
+        return metrics
+
+    t0 = time.perf_counter()
+    state = algorithm.init(problem, comm, streams)
+    wall += time.perf_counter() - t0
+    metrics = record(0, state)
+    stopped = "rounds"
+    it = 0
+    for it in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        state = algorithm.step(state, comm)
+        wall += time.perf_counter() - t0
+        if it % every == 0 or it == rounds:
+            metrics = record(it, state)
+            if show:
+                _progress(it, rounds, metrics, target_metric)
+            if target_metric is not None:
+                if target_metric not in metrics:
+                    raise ConfigError(
+                        f"target.metric {target_metric!r} is not a metric of {algorithm.name}; "
+                        f"its metrics: {', '.join(sorted(metrics))}"
+                    )
+                if metrics[target_metric] < target_below:
+                    stopped = "target"
+                    break
+    if show:
+        sys.stderr.write("\n")
+    history = pd.DataFrame(rows, columns=["round", "metric", "value", *LEDGER_COLUMNS])
+    timing_df = pd.DataFrame(timing, columns=["round", "wall_time"])
+    summary = _summary(cfg, algorithm, comm, metrics, it, stopped, wall)
+    result = RunResult(history, summary, cfg, state, timing_df)
+    if out is not None and comm.rank == 0:
+        from dmtl.results import write_run
+
+        result.out = write_run(result, out)
+    return result
+
+
+def _summary(cfg, algorithm, comm, metrics, it, stopped, wall) -> dict[str, Any]:
+    import platform
+
+    import scipy
+
+    import dmtl
+
+    totals = comm.ledger_totals()
+    nodes = comm.node_ledger()
+    per_node_bytes = nodes["sent"][:, 2] + nodes["uploaded"][:, 2]
+    return {
+        "name": cfg["name"],
+        "algorithm": algorithm.name,
+        "rounds": it,
+        "stopped_by": stopped,
+        "final_metrics": metrics,
+        "ledger": {
+            **totals,
+            "max_node_bytes_sent": float(per_node_bytes.max(initial=0.0)),
+            "bytes_uploaded": float(nodes["uploaded"][:, 2].sum()),
+            "bytes_downloaded": float(nodes["downloaded"][:, 2].sum()),
+            "bytes_over_links": float(nodes["sent"][:, 2].sum()),
+        },
+        "wall_time": wall,
+        "virtual_time": totals["virtual_time"],
+        "backend": {"name": comm.backend, "procs": comm.size},
+        "versions": {
+            "dmtl": dmtl.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _want_progress(cfg: dict[str, Any], progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    setting = cfg["output"]["progress"]
+    if setting in ("on", True):
+        return True
+    if setting in ("off", False):
+        return False
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _progress(it: int, rounds: int, metrics: dict[str, float], key: str | None) -> None:
+    width = 30
+    done = int(width * it / max(rounds, 1))
+    shown = key if key in metrics else next(iter(sorted(metrics)), None)
+    tail = f" {shown}={metrics[shown]:.3e}" if shown else ""
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {it}/{rounds}{tail}")
+    sys.stderr.flush()
