@@ -223,9 +223,7 @@ def test_slem_sparse_matches_dense_nonsymmetric():
 def test_uniform_directed_row_not_column_stochastic():
     top = from_edges([(0, 1), (0, 2), (0, 3)], directed=True)  # hub 0 sends to 1, 2, 3
     W = top.mixing("uniform")
-    expected = np.array(
-        [[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.5, 0, 0.5, 0], [0.5, 0, 0, 0.5]], dtype=float
-    )
+    expected = np.array([[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.5, 0, 0.5, 0], [0.5, 0, 0, 0.5]], dtype=float)
     np.testing.assert_allclose(W.matrix.toarray(), expected)
     assert W.is_row_stochastic()
     assert not W.is_column_stochastic()

@@ -26,16 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "rounds": 300,
     "eval_every": 10,
     "target": {"metric": None, "below": None},
-    "problem": {
-        "kind": "lowrank",
-        "d": 200,
-        "tasks": 200,
-        "rank": 2,
-        "samples": 40,
-        "test_samples": 0,
-        "noise": 0.0,
-        "placement": "even",
-    },
+    "problem": {"kind": "lowrank"},  # other fields: see dmtl.data.registry (per kind)
     "topology": {
         "kind": "ring",
         "nodes": 10,
@@ -62,14 +53,6 @@ _TYPES: dict[str, Any] = {
     "eval_every": int,
     "target.metric": (str, type(None)),
     "target.below": (float, type(None)),
-    "problem.kind": str,
-    "problem.d": int,
-    "problem.tasks": int,
-    "problem.rank": int,
-    "problem.samples": int,
-    "problem.test_samples": int,
-    "problem.noise": float,
-    "problem.placement": str,
     "topology.kind": str,
     "topology.nodes": int,
     "topology.weights": str,
@@ -89,8 +72,6 @@ _TYPES: dict[str, Any] = {
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "problem.kind": ("lowrank",),
-    "problem.placement": ("even", "ordered", "one_per_node"),
     "backend.name": ("local", "mpi"),
     "output.progress": ("auto", "on", "off"),
 }
@@ -98,12 +79,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _MINIMUM: dict[str, float] = {
     "rounds": 0,
     "eval_every": 1,
-    "problem.d": 1,
-    "problem.tasks": 1,
-    "problem.rank": 1,
-    "problem.samples": 1,
-    "problem.test_samples": 0,
-    "problem.noise": 0.0,
     "topology.nodes": 1,
     "backend.procs": 1,
     "backend.timeout": 0.0,
@@ -187,8 +162,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(DEFAULTS[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"configuration section {key!r} must be a mapping, got {value!r}")
-            if key == "algorithm":
-                config[key] = {**config[key], **value}  # parameters are checked by the algorithm
+            if key in ("algorithm", "problem"):
+                # checked by the algorithm / the problem kind's declared parameters
+                config[key] = {**config[key], **value}
                 continue
             for sub, subval in value.items():
                 if sub not in DEFAULTS[key] and not (key == "topology" and sub in _TOPOLOGY_EXTRA):
@@ -202,6 +178,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         holder = config[section] if field else config
         name = field or section
         holder[name] = _check(dotted, holder[name], types)
+    from dmtl.data import problem_params
+
+    config["problem"] = problem_params(config["problem"])
     if not isinstance(config["algorithm"].get("name"), str):
         raise ConfigError("algorithm.name must be a string, e.g. dif-altgdmin (see `dmtl list`)")
     target = config["target"]

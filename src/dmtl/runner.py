@@ -21,7 +21,7 @@ import pandas as pd
 from dmtl import algorithms as _algorithms  # noqa: F401  (registers the algorithms)
 from dmtl.algorithms.base import Algorithm, make_algorithm
 from dmtl.config import load_config
-from dmtl.data.synthetic import lowrank_regression
+from dmtl.data import build
 from dmtl.errors import ConfigError
 from dmtl.network.comm import Communicator
 from dmtl.network.ledger import ClockModel
@@ -66,15 +66,7 @@ class RunResult:
 
 def build_problem(config: dict[str, Any], streams: RunStreams) -> Problem:
     """The problem of ``config['problem']`` placed on ``config['topology']['nodes']`` nodes."""
-    p = config["problem"]
-    nodes = config["topology"]["nodes"]
-    if p["kind"] == "lowrank":
-        return lowrank_regression(
-            p["d"], p["tasks"], p["rank"], p["samples"],
-            noise=p["noise"], test_samples=p["test_samples"], nodes=nodes, placement=p["placement"],
-            rng=streams.generator("data"), placement_rng=streams.generator("placement"),
-        )
-    raise ConfigError(f"unknown problem.kind {p['kind']!r}")
+    return build(config["problem"], config["topology"]["nodes"], streams)
 
 
 def build_network(config: dict[str, Any], streams: RunStreams) -> tuple[Topology, MixingMatrix]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmtl.data.registry import register_problem
 from dmtl.errors import ConfigError
 from dmtl.problem import Placement, Problem
+from dmtl.seeding import RunStreams
 
 __all__ = ["lowrank_regression"]
 
@@ -94,4 +96,18 @@ def lowrank_regression(
         X=X, y=y, placement=place, X_test=Xt, y_test=yt,
         truth={"U": U, "B": B, "Theta": Theta},
         name=f"lowrank(d={d}, K={tasks}, r={rank}, n={samples}, noise={noise})",
+    )
+
+
+@register_problem(
+    "lowrank",
+    defaults={"d": 200, "tasks": 200, "rank": 2, "samples": 40, "test_samples": 0, "noise": 0.0, "placement": "even"},
+    summary="synthetic linear regression tasks sharing a rank-r subspace (ALGORITHMS.md section 1)",
+)
+def _build_lowrank(params: dict, n_nodes: int, streams: RunStreams) -> Problem:
+    return lowrank_regression(
+        params["d"], params["tasks"], params["rank"], params["samples"],
+        noise=params["noise"], test_samples=params["test_samples"], nodes=n_nodes,
+        placement=params["placement"], rng=streams.generator("data"),
+        placement_rng=streams.generator("placement"),
     )

@@ -106,9 +106,7 @@ def _make_rng(seed: Any, where: str) -> np.random.Generator:
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
-        raise TopologyError(
-            f"{where}: invalid seed {seed!r} ({exc}); pass a non-negative int"
-        ) from None
+        raise TopologyError(f"{where}: invalid seed {seed!r} ({exc}); pass a non-negative int") from None
 
 
 def _pattern_from_pairs(rows: np.ndarray, cols: np.ndarray, n: int) -> sparse.csr_array:
@@ -117,9 +115,7 @@ def _pattern_from_pairs(rows: np.ndarray, cols: np.ndarray, n: int) -> sparse.cs
     cols = np.asarray(cols, dtype=np.int64).ravel()
     keep = rows != cols
     rows, cols = rows[keep], cols[keep]
-    A = sparse.csr_array(
-        (np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n, n), dtype=np.float64
-    )
+    A = sparse.csr_array((np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n, n), dtype=np.float64)
     A.sum_duplicates()
     A.data[:] = 1.0
     A.sort_indices()
@@ -291,8 +287,7 @@ class Topology:
         groups = np.asarray(self.groups)
         if groups.shape != (n,):
             raise TopologyError(
-                f"{where}: groups must have shape ({n},), got {groups.shape}; pass one group id "
-                "per node"
+                f"{where}: groups must have shape ({n},), got {groups.shape}; pass one group id per node"
             )
         if not (np.issubdtype(groups.dtype, np.integer) or np.issubdtype(groups.dtype, np.bool_)):
             if not (
@@ -300,9 +295,7 @@ class Topology:
                 and np.isfinite(groups).all()
                 and np.array_equal(groups, np.round(groups))
             ):
-                raise TopologyError(
-                    f"{where}: groups must be integer group ids, got dtype {groups.dtype}"
-                )
+                raise TopologyError(f"{where}: groups must be integer group ids, got dtype {groups.dtype}")
         groups = groups.astype(np.int64)
         if groups.min() < 0:
             raise TopologyError(
@@ -383,8 +376,7 @@ class Topology:
     def _check_node(self, i: Any, name: str = "node") -> int:
         if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < self.n_nodes:
             raise TopologyError(
-                f"topology {self.name!r}: {name} must be a node id in 0..{self.n_nodes - 1}, "
-                f"got {i!r}"
+                f"topology {self.name!r}: {name} must be a node id in 0..{self.n_nodes - 1}, got {i!r}"
             )
         return int(i)
 
@@ -455,9 +447,7 @@ class Topology:
     def _bfs_distances(self, sources: np.ndarray) -> np.ndarray:
         # csgraph follows G[u, v] as u -> v; our edge j -> i is A[i, j], so G = A.T.
         G = self.adjacency.T.tocsr() if self.directed else self.adjacency
-        return csgraph.shortest_path(
-            G, method="D", directed=self.directed, unweighted=True, indices=sources
-        )
+        return csgraph.shortest_path(G, method="D", directed=self.directed, unweighted=True, indices=sources)
 
     def eccentricity(self, source: int) -> int:
         """Number of BFS hops needed to reach every node from ``source``.
@@ -549,9 +539,7 @@ class Topology:
             )
         k = self.n_groups
         if isinstance(g, bool) or not isinstance(g, numbers.Integral) or not 0 <= g < k:
-            raise TopologyError(
-                f"topology {self.name!r}: group must be an id in 0..{k - 1}, got {g!r}"
-            )
+            raise TopologyError(f"topology {self.name!r}: group must be an id in 0..{k - 1}, got {g!r}")
         return int(g)
 
     def group_nodes(self, g: int) -> np.ndarray:
@@ -585,9 +573,7 @@ class Topology:
         nodes = self.group_nodes(g)
         sub = self.adjacency[nodes][:, nodes]
         pos = None if self.positions is None else self.positions[nodes]
-        return Topology(
-            sub, directed=self.directed, name=f"{self.name}[group {g}]", positions=pos
-        )
+        return Topology(sub, directed=self.directed, name=f"{self.name}[group {g}]", positions=pos)
 
     def messenger_topology(self, kind: str = "complete", **params: Any) -> Topology:
         """Topology among the groups' messengers; node ``g`` stands for group ``g``'s messenger.
@@ -613,9 +599,7 @@ class Topology:
         pos = None if self.positions is None else self.positions[msg]
         if kind == "induced":
             sub = self.adjacency[msg][:, msg]
-            return Topology(
-                sub, directed=self.directed, name=f"{self.name}.messengers", positions=pos
-            )
+            return Topology(sub, directed=self.directed, name=f"{self.name}.messengers", positions=pos)
         top = make_topology(kind, int(msg.size), **params)
         return dataclasses.replace(top, name=f"{self.name}.messengers:{top.name}", positions=pos)
 
@@ -655,9 +639,7 @@ def ring(n: int) -> Topology:
     """
     n = _check_int(n, "n", "ring")
     i = np.arange(n)
-    return Topology(
-        _undirected(i, (i + 1) % n, n), name=f"ring({n})", positions=_circle_positions(n)
-    )
+    return Topology(_undirected(i, (i + 1) % n, n), name=f"ring({n})", positions=_circle_positions(n))
 
 
 def directed_ring(n: int) -> Topology:
@@ -676,9 +658,7 @@ def directed_ring(n: int) -> Topology:
     n = _check_int(n, "n", "directed_ring")
     i = np.arange(n)
     A = _pattern_from_pairs((i + 1) % n, i, n)
-    return Topology(
-        A, directed=True, name=f"directed_ring({n})", positions=_circle_positions(n)
-    )
+    return Topology(A, directed=True, name=f"directed_ring({n})", positions=_circle_positions(n))
 
 
 def path(n: int) -> Topology:
@@ -897,8 +877,11 @@ def erdos_renyi(
     max_tries = _check_int(max_tries, "max_tries", where)
     rng = _make_rng(seed, where)
     n_pairs = n * (n - 1) // 2
-    name = f"erdos_renyi({n}, p={p:g}" + ("" if seed is None or not isinstance(
-        seed, numbers.Integral) else f", seed={int(seed)}") + ")"
+    name = (
+        f"erdos_renyi({n}, p={p:g}"
+        + ("" if seed is None or not isinstance(seed, numbers.Integral) else f", seed={int(seed)}")
+        + ")"
+    )
     tries = max_tries if connected else 1
     for _ in range(tries):
         m = int(rng.binomial(n_pairs, p)) if n_pairs else 0
@@ -959,8 +942,11 @@ def random_geometric(
     connected = _check_bool(connected, "connected", where)
     max_tries = _check_int(max_tries, "max_tries", where)
     rng = _make_rng(seed, where)
-    name = f"random_geometric({n}, radius={radius:g}" + ("" if seed is None or not isinstance(
-        seed, numbers.Integral) else f", seed={int(seed)}") + ")"
+    name = (
+        f"random_geometric({n}, radius={radius:g}"
+        + ("" if seed is None or not isinstance(seed, numbers.Integral) else f", seed={int(seed)}")
+        + ")"
+    )
     for _ in range(max_tries if connected else 1):
         pos = rng.random((n, 2))
         pairs = cKDTree(pos).query_pairs(radius, output_type="ndarray")
@@ -1041,9 +1027,7 @@ def from_edges(
         n = int(E.max()) + 1
     n = _check_int(n, "n", where)
     if E.shape[0] and E.max() >= n:
-        raise TopologyError(
-            f"{where}: edge uses node {int(E.max())} but n={n}; pass n > {int(E.max())}"
-        )
+        raise TopologyError(f"{where}: edge uses node {int(E.max())} but n={n}; pass n > {int(E.max())}")
     directed = _check_bool(directed, "directed", where)
     u, v = E[:, 0], E[:, 1]
     A = _pattern_from_pairs(v, u, n) if directed else _undirected(v, u, n)
@@ -1081,9 +1065,7 @@ def from_networkx(G: nx.Graph, name: str | None = None) -> Topology:
     return Topology(sparse.csr_array(M.T) if directed else M, directed=directed, name=name)
 
 
-def with_groups(
-    top: Topology, groups: Any, messengers: Any | None = None
-) -> Topology:
+def with_groups(top: Topology, groups: Any, messengers: Any | None = None) -> Topology:
     """Return a copy of ``top`` with node groups (and messengers) attached.
 
     Parameters
@@ -1156,9 +1138,7 @@ def make_topology(kind: str, n: int, **params: Any) -> Topology:
         On an unknown kind, an unknown or missing parameter, or an invalid value.
     """
     if kind not in TOPOLOGIES:
-        raise TopologyError(
-            f"unknown topology kind {kind!r}; known kinds: {', '.join(sorted(TOPOLOGIES))}"
-        )
+        raise TopologyError(f"unknown topology kind {kind!r}; known kinds: {', '.join(sorted(TOPOLOGIES))}")
     where = f"make_topology({kind!r})"
     n = _check_int(n, "n", where)
     gen = TOPOLOGIES[kind]
@@ -1172,14 +1152,10 @@ def make_topology(kind: str, n: int, **params: Any) -> Topology:
             given, gname = (rows, "rows") if cols is None else (cols, "cols")
             given = _check_int(given, gname, where)
             if n % given:
-                raise TopologyError(
-                    f"{where}: {gname}={given} does not divide n={n}; pass a divisor of n"
-                )
+                raise TopologyError(f"{where}: {gname}={given} does not divide n={n}; pass a divisor of n")
             rows, cols = (given, n // given) if gname == "rows" else (n // given, given)
         if rows * cols != n:
-            raise TopologyError(
-                f"{where}: rows={rows} x cols={cols} != n={n}; pass rows * cols == n"
-            )
+            raise TopologyError(f"{where}: rows={rows} x cols={cols} != n={n}; pass rows * cols == n")
         args = {"rows": rows, "cols": cols}
     elif kind == "hypercube":
         if n & (n - 1):
@@ -1222,9 +1198,7 @@ MIXING_KINDS: tuple[str, ...] = (
 )
 
 
-def _with_diagonal(
-    off: sparse.csr_array, data: np.ndarray, diag: np.ndarray
-) -> sparse.csr_array:
+def _with_diagonal(off: sparse.csr_array, data: np.ndarray, diag: np.ndarray) -> sparse.csr_array:
     """Canonical csr with the sparsity pattern of ``off`` (sorted, no diagonal), values ``data`` and
     an explicitly stored full diagonal ``diag``. Runs in O(nnz + n) without sorting."""
     n = off.shape[0]
@@ -1293,9 +1267,7 @@ class MixingMatrix:
         top = self.topology
         if top is not None:
             if not isinstance(top, Topology):
-                raise TopologyError(
-                    f"{what}: topology must be a Topology, got {type(top).__name__}"
-                )
+                raise TopologyError(f"{what}: topology must be a Topology, got {type(top).__name__}")
             if top.n_nodes != n:
                 raise TopologyError(
                     f"{what} have shape {W.shape} but topology {top.name!r} has {top.n_nodes} "
@@ -1411,9 +1383,7 @@ class MixingMatrix:
         tiny (long rings); results are accurate to about ``1e-8``.
         """
         if method not in ("auto", "dense", "sparse"):
-            raise TopologyError(
-                f"slem: method must be 'auto', 'dense' or 'sparse', got {method!r}"
-            )
+            raise TopologyError(f"slem: method must be 'auto', 'dense' or 'sparse', got {method!r}")
         n = self.n_nodes
         if n == 1:
             return 0.0
@@ -1546,13 +1516,9 @@ def mixing_matrix(
     if not isinstance(top, Topology):
         raise TopologyError(f"mixing_matrix: top must be a Topology, got {type(top).__name__}")
     if kind not in MIXING_KINDS:
-        raise TopologyError(
-            f"unknown mixing kind {kind!r}; known kinds: {', '.join(MIXING_KINDS)}"
-        )
+        raise TopologyError(f"unknown mixing kind {kind!r}; known kinds: {', '.join(MIXING_KINDS)}")
     if alpha is not None and kind != "laplacian":
-        raise TopologyError(
-            f"mixing kind {kind!r} does not use alpha; pass alpha only with kind='laplacian'"
-        )
+        raise TopologyError(f"mixing kind {kind!r} does not use alpha; pass alpha only with kind='laplacian'")
     if weights is not None and kind != "custom":
         raise TopologyError(
             f"mixing kind {kind!r} does not use weights; pass weights only with kind='custom'"
@@ -1623,8 +1589,6 @@ def mixing_matrix(
         W = sparse.csr_array(np.full((n, n), 1.0 / n))
     else:  # custom
         if weights is None:
-            raise TopologyError(
-                "mixing kind 'custom' needs weights; pass weights=<n x n matrix>"
-            )
+            raise TopologyError("mixing kind 'custom' needs weights; pass weights=<n x n matrix>")
         W = weights
     return MixingMatrix(W, kind, top)
