@@ -39,7 +39,8 @@ def _print_summary(summary: dict, out: Path | None) -> None:
         print(f"  {key:>12} = {value:.6g}")
     print(
         f"  messages {led['messages']:.0f}, bytes {led['bytes']:.4g}, communication rounds "
-        f"{led['comm_rounds']:.0f}, virtual time {led['virtual_time']:.4g} s, wall {summary['wall_time']:.3g} s"
+        f"{led['comm_rounds']:.0f}, virtual time {led['virtual_time']:.4g} s, "
+        f"wall {summary['wall_time']:.3g} s"
     )
     if out is not None:
         print(f"  written to {out}")

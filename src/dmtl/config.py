@@ -121,12 +121,12 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 def builtin_experiments() -> dict[str, Path]:
     """Built-in experiment configurations by name (``dmtl run NAME``)."""
     folder = resources.files("dmtl") / "experiments"
-    return {
-        Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith((".yaml", ".yml"))
-    }
+    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith((".yaml", ".yml"))}
 
 
-def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def load_config(
+    source: str | Path | dict | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Load a configuration from a YAML file, a built-in experiment name or a dict, apply overrides,
     and return the resolved, validated configuration."""
     if source is None:
@@ -201,9 +201,7 @@ def _check(dotted: str, value: Any, types: Any) -> Any:
         value = float(parsed) if float in types and isinstance(parsed, int) else parsed
     if bool in types and isinstance(value, str) and value.lower() in ("on", "off"):
         value = value.lower()
-    ok = any(
-        isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types
-    )
+    ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types)
     if not ok:
         expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
         raise ConfigError(f"{dotted} must be {expected}, got {value!r}")

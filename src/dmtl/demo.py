@@ -29,7 +29,13 @@ def demo(out: str | Path = "dmtl-demo", rounds: int = 200, echo: bool = True) ->
     for label, name in VARIANTS:
         results[label] = run(
             "lowrank",
-            [f"algorithm.name={name}", f"rounds={rounds}", "eval_every=5", f"name={name}", "output.plots=false"],
+            [
+                f"algorithm.name={name}",
+                f"rounds={rounds}",
+                "eval_every=5",
+                f"name={name}",
+                "output.plots=false",
+            ],
             out=out / name,
             progress=False,
         )
@@ -40,7 +46,10 @@ def demo(out: str | Path = "dmtl-demo", rounds: int = 200, echo: bool = True) ->
         title="max subspace distance over nodes (ring, L=10, d=K=200, r=2)",
     )
     if echo:
-        header = f"{'variant':<26}{'SD_F max':>10}{'rel. error':>12}{'messages':>10}{'MB':>9}{'comm rds':>9}{'virt. s':>9}{'wall s':>8}"
+        header = (
+            f"{'variant':<26}{'SD_F max':>10}{'rel. error':>12}{'messages':>10}{'MB':>9}"
+            f"{'comm rds':>9}{'virt. s':>9}{'wall s':>8}"
+        )
         print(header)
         print("-" * len(header))
         for label, r in results.items():

@@ -40,8 +40,7 @@ class Placement:
             raise DataError(f"placement needs at least one node, got n_nodes={self.n_nodes}")
         if tn.size and (tn.min() < 0 or tn.max() >= self.n_nodes):
             raise DataError(
-                f"placement.task_node must lie in 0..{self.n_nodes - 1}, got values in "
-                f"{tn.min()}..{tn.max()}"
+                f"placement.task_node must lie in 0..{self.n_nodes - 1}, got values in {tn.min()}..{tn.max()}"
             )
         object.__setattr__(self, "task_node", tn.astype(np.int64))
 
@@ -106,9 +105,7 @@ class TaskBlock:
 
     def __post_init__(self) -> None:
         k = len(self.tasks)
-        agg = sparse.csr_array(
-            (np.ones(k), (self.node, np.arange(k))), shape=(self.n_local, k)
-        )
+        agg = sparse.csr_array((np.ones(k), (self.node, np.arange(k))), shape=(self.n_local, k))
         object.__setattr__(self, "to_nodes", agg)
 
     @property
@@ -166,9 +163,7 @@ class Problem:
         _require_finite(X, "X")
         _require_finite(y, "y")
         if self.placement.n_tasks != X.shape[0]:
-            raise DataError(
-                f"placement covers {self.placement.n_tasks} tasks but the data have {X.shape[0]}"
-            )
+            raise DataError(f"placement covers {self.placement.n_tasks} tasks but the data have {X.shape[0]}")
         object.__setattr__(self, "X", X)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "n_samples", n)
@@ -176,7 +171,9 @@ class Problem:
             Xt = np.asarray(self.X_test, dtype=float)
             yt = np.asarray(self.y_test, dtype=float)
             if Xt.ndim != 3 or Xt.shape[0] != X.shape[0] or Xt.shape[2] != X.shape[2]:
-                raise DataError(f"problem X_test must have shape ({X.shape[0]}, m, {X.shape[2]}), got {Xt.shape}")
+                raise DataError(
+                    f"problem X_test must have shape ({X.shape[0]}, m, {X.shape[2]}), got {Xt.shape}"
+                )
             if yt.shape != Xt.shape[:2]:
                 raise DataError(f"problem y_test must have shape {Xt.shape[:2]}, got {yt.shape}")
             _require_finite(Xt, "X_test")
@@ -184,7 +181,9 @@ class Problem:
             nt = Xt.shape[1] if self.n_test is None else self.n_test
             object.__setattr__(self, "X_test", Xt)
             object.__setattr__(self, "y_test", yt)
-            object.__setattr__(self, "n_test", np.broadcast_to(np.asarray(nt, np.int64), (X.shape[0],)).copy())
+            object.__setattr__(
+                self, "n_test", np.broadcast_to(np.asarray(nt, np.int64), (X.shape[0],)).copy()
+            )
 
     @property
     def n_tasks(self) -> int:

@@ -57,7 +57,9 @@ class RunResult:
     def final(self, metric: str) -> float:
         rows = self.history[self.history["metric"] == metric]
         if rows.empty:
-            raise KeyError(f"metric {metric!r} was not recorded; recorded: {sorted(set(self.history['metric']))}")
+            raise KeyError(
+                f"metric {metric!r} was not recorded; recorded: {sorted(set(self.history['metric']))}"
+            )
         return float(rows["value"].iloc[-1])
 
     def curve(self, metric: str) -> pd.DataFrame:
@@ -138,7 +140,9 @@ def run(
 def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool | None = None) -> RunResult:
     """Run a resolved configuration in this process (on every rank of an MPI job)."""
     streams = RunStreams(cfg["seed"])
-    algorithm = make_algorithm(cfg["algorithm"]["name"], **{k: v for k, v in cfg["algorithm"].items() if k != "name"})
+    algorithm = make_algorithm(
+        cfg["algorithm"]["name"], **{k: v for k, v in cfg["algorithm"].items() if k != "name"}
+    )
     problem = build_problem(cfg, streams)
     topology, mixing = build_network(cfg, streams)
     comm = make_communicator(cfg, topology, mixing)

@@ -205,7 +205,9 @@ class _AltGDminBase(Algorithm):
 
     def _local_sums(self, data: TaskBlock) -> np.ndarray:
         """Per node: [sum_t ||y_t||^2, sum_t n_t, number of tasks]."""
-        per_task = np.stack([np.einsum("kn,kn->k", data.y, data.y), data.n_samples, np.ones(len(data.tasks))], 1)
+        per_task = np.stack(
+            [np.einsum("kn,kn->k", data.y, data.y), data.n_samples, np.ones(len(data.tasks))], 1
+        )
         return data.sum_to_nodes(per_task)
 
     def _init_centralized(self, data: TaskBlock, comm: Communicator, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +405,9 @@ class DifAltGDmin(_AltGDminBase):
         check_int(f"algorithm({self.name})", 1, combine_steps=self.combine_steps)
         _check_scale(self.name, self.step_scale)
         if not isinstance(self.procrustes, bool):
-            raise ConfigError(f"algorithm({self.name}).procrustes must be true or false, got {self.procrustes!r}")
+            raise ConfigError(
+                f"algorithm({self.name}).procrustes must be true or false, got {self.procrustes!r}"
+            )
 
     def step(self, state: AltGDminState, comm: Communicator) -> AltGDminState:
         W = _mixing(comm, self.name)

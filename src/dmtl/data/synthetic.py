@@ -80,7 +80,9 @@ def lowrank_regression(
     Xt = yt = None
     if test_samples:
         Xt = rng.standard_normal((tasks, test_samples, d))
-        yt = np.einsum("knd,dk->kn", Xt, Theta) + (noise * rng.standard_normal((tasks, test_samples)) if noise else 0.0)
+        yt = np.einsum("knd,dk->kn", Xt, Theta) + (
+            noise * rng.standard_normal((tasks, test_samples)) if noise else 0.0
+        )
     L = tasks if nodes is None else int(nodes)
     if placement == "one_per_node":
         place = Placement.one_per_node(tasks)
@@ -93,7 +95,11 @@ def lowrank_regression(
             f"problem.placement must be one of 'even', 'ordered', 'one_per_node', got {placement!r}"
         )
     return Problem(
-        X=X, y=y, placement=place, X_test=Xt, y_test=yt,
+        X=X,
+        y=y,
+        placement=place,
+        X_test=Xt,
+        y_test=yt,
         truth={"U": U, "B": B, "Theta": Theta},
         name=f"lowrank(d={d}, K={tasks}, r={rank}, n={samples}, noise={noise})",
     )
@@ -101,13 +107,27 @@ def lowrank_regression(
 
 @register_problem(
     "lowrank",
-    defaults={"d": 200, "tasks": 200, "rank": 2, "samples": 40, "test_samples": 0, "noise": 0.0, "placement": "even"},
+    defaults={
+        "d": 200,
+        "tasks": 200,
+        "rank": 2,
+        "samples": 40,
+        "test_samples": 0,
+        "noise": 0.0,
+        "placement": "even",
+    },
     summary="synthetic linear regression tasks sharing a rank-r subspace (ALGORITHMS.md section 1)",
 )
 def _build_lowrank(params: dict, n_nodes: int, streams: RunStreams) -> Problem:
     return lowrank_regression(
-        params["d"], params["tasks"], params["rank"], params["samples"],
-        noise=params["noise"], test_samples=params["test_samples"], nodes=n_nodes,
-        placement=params["placement"], rng=streams.generator("data"),
+        params["d"],
+        params["tasks"],
+        params["rank"],
+        params["samples"],
+        noise=params["noise"],
+        test_samples=params["test_samples"],
+        nodes=n_nodes,
+        placement=params["placement"],
+        rng=streams.generator("data"),
         placement_rng=streams.generator("placement"),
     )

@@ -130,9 +130,7 @@ class Ledger:
         self.received[local_rows] += np.stack([loc_in, loc_in * f, loc_in * f * FLOAT_BYTES], 1)
         self.sent[local_rows] += np.stack([loc_out, loc_out * f, loc_out * f * FLOAT_BYTES], 1)
         msgs = float(loc_in.sum())
-        per_round_node_bytes = (
-            float(np.max(np.maximum(in_counts, out_counts), initial=0)) * f * FLOAT_BYTES
-        )
+        per_round_node_bytes = float(np.max(np.maximum(in_counts, out_counts), initial=0)) * f * FLOAT_BYTES
         seconds = self.clock.latency + per_round_node_bytes / self.clock.link_bandwidth
         for _ in range(rounds):
             self._phase("link", msgs / rounds, msgs * f / rounds, per_round_node_bytes, 0.0, seconds)
@@ -151,8 +149,14 @@ class Ledger:
         table[self.rows] += np.stack([msgs, floats, floats * FLOAT_BYTES], 1)
         node_bytes = float(floats.max(initial=0.0)) * FLOAT_BYTES
         total_bytes = float(floats.sum()) * FLOAT_BYTES
-        self._phase("up" if direction == "up" else "down", float(msgs.sum()), float(floats.sum()),
-                    node_bytes, total_bytes, 0.0)
+        self._phase(
+            "up" if direction == "up" else "down",
+            float(msgs.sum()),
+            float(floats.sum()),
+            node_bytes,
+            total_bytes,
+            0.0,
+        )
         self.comm_rounds += 1
 
     def record_compute(self, seconds_per_node: np.ndarray) -> None:
@@ -160,8 +164,9 @@ class Ledger:
         sec = float(np.max(seconds_per_node, initial=0.0))
         self._phase("compute", 0.0, 0.0, 0.0, 0.0, sec)
 
-    def _phase(self, kind: str, msgs: float, floats: float, node_bytes: float,
-               server_bytes: float, seconds: float) -> None:
+    def _phase(
+        self, kind: str, msgs: float, floats: float, node_bytes: float, server_bytes: float, seconds: float
+    ) -> None:
         self.phases.append((kind, msgs, floats, node_bytes, server_bytes, seconds))
 
     # -- reading ---------------------------------------------------------------------------------
