@@ -11,7 +11,7 @@ Primitives
 ``neighbors(X, W)``
     every node receives its in-neighbours' rows (for updates that are not a weighted sum).
 ``flood(X, source, topology)``
-    the source node's row reaches every node by flooding (each node forwards once to its neighbours).
+    the source node's row reaches every node along a breadth-first tree (n - 1 messages).
 ``gather(X, counts)``
     the server receives every node's rows (one upload per node).
 ``broadcast(Y)`` / ``scatter(Y, counts)``
@@ -193,9 +193,10 @@ class Communicator(ABC):
     def flood(self, value: np.ndarray, source: int, topology: Topology) -> np.ndarray:
         """Spread the source node's ``value`` to every node; return it stacked for the block.
 
-        Every node forwards the value once to all its out-neighbours when it first receives it, so the
-        flood takes ``eccentricity(source)`` rounds and one message per directed edge leaving a reached
-        node. ``value`` is given on every shard but only the source's copy is used.
+        The value travels down a breadth-first tree of the graph (each node receives it once, from its
+        lowest-numbered in-neighbour one hop closer to the source): ``n_nodes - 1`` messages in
+        ``eccentricity(source)`` rounds, the least any broadcast over the graph can do. ``value`` is
+        given on every shard but only the source's copy is used.
         """
         topology.require_connected("flooding")
         value = np.ascontiguousarray(value, dtype=np.float64)
@@ -208,19 +209,27 @@ class Communicator(ABC):
         return np.broadcast_to(value, (self.n_local,) + value.shape).copy()
 
     def _flood_levels(self, topology: Topology, source: int) -> list[sparse.csr_array]:
+        """Per round of the flood, the 0/1 pattern of tree edges used (row = receiver)."""
         key = (id(topology), int(source))
         if key not in self._flood_cache:
             A = sparse.csr_array(topology.adjacency)
-            # distances along edge direction j -> i: BFS on A^T (row = sender)
+            A.sort_indices()
+            n = A.shape[0]
+            # hop distance along edge direction j -> i: BFS on A^T (row = sender)
             dist = csgraph.shortest_path(A.T.tocsr(), method="D", unweighted=True, indices=int(source))
-            levels = []
-            for k in range(int(np.max(dist)) + 1):
-                senders = (dist == k).astype(float)
-                pattern = sparse.csr_array(A @ sparse.diags_array(senders))
-                pattern.eliminate_zeros()
-                if pattern.nnz:
-                    levels.append(pattern)
-            self._flood_cache[key] = levels
+            rows = np.repeat(np.arange(n), np.diff(A.indptr))
+            cols = A.indices
+            parent_edge = dist[cols] == dist[rows] - 1  # in-neighbours one hop closer
+            first = np.full(n, -1)
+            cand = np.flatnonzero(parent_edge)[::-1]  # reversed: the lowest column wins
+            first[rows[cand]] = cols[cand]
+            self._flood_cache[key] = [
+                sparse.csr_array(
+                    (np.ones(int((dist == k).sum())), (np.flatnonzero(dist == k), first[dist == k])),
+                    shape=(n, n),
+                )
+                for k in range(1, int(np.max(dist)) + 1)
+            ]
         return self._flood_cache[key]
 
     # -- server primitives ------------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""AltGDmin family: convergence to the truth, equivalence of diffusion on the complete graph with the
+centralised algorithm, communication per iteration, and the consensus-error floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmtl.algorithms.altgdmin import AltGDmin, DecAltGDmin, DifAltGDmin
+from dmtl.backends.local import LocalCommunicator
+from dmtl.data.synthetic import lowrank_regression
+from dmtl.errors import ConfigError, TopologyError
+from dmtl.network.topology import complete, erdos_renyi, path, ring
+from dmtl.runner import run
+from dmtl.seeding import RunStreams
+
+# The issue's noiseless setting: d = K = 200, r = 2, n = 40, L = 10.
+BASE = ["problem.d=200", "problem.tasks=200", "problem.rank=2", "problem.samples=40", "topology.nodes=10"]
+
+
+def _sd(result):
+    return result.curve("sd_f_max")["value"].to_numpy()
+
+
+def test_centralised_altgdmin_reaches_machine_precision():
+    res = run(
+        "lowrank",
+        BASE
+        + [
+            "algorithm.name=altgdmin",
+            "rounds=300",
+            "eval_every=10",
+            "target.metric=sd_f_max",
+            "target.below=1e-10",
+        ],
+    )
+    assert res.final("sd_f_max") < 1e-10
+    assert res.summary["stopped_by"] == "target"
+    assert res.final("rel_error") < 1e-9
+
+
+@pytest.mark.parametrize("kind", ["ring", "erdos_renyi"])
+def test_dif_altgdmin_converges_linearly_with_default_settings(kind):
+    extra = ["topology.p=0.5"] if kind == "erdos_renyi" else []
+    res = run(
+        "lowrank",
+        BASE
+        + [f"topology.kind={kind}", "algorithm.name=dif-altgdmin", "rounds=200", "eval_every=25"]
+        + extra,
+    )
+    sd = _sd(res)
+    assert sd[-1] < 1e-6
+    # linear: the error shrinks by a steady factor every 25 iterations until it nears machine precision
+    active = sd[1:][sd[1:] > 1e-13]
+    ratios = active[1:] / active[:-1]
+    assert len(ratios) >= 3 and np.all(ratios < 0.2)
+
+
+def _problem(L=10, seed=3):
+    return lowrank_regression(60, 60, 2, 20, nodes=L, rng=np.random.default_rng(seed))
+
+
+def test_dif_on_complete_graph_reproduces_centralised_iterates():
+    L = 10
+    problem = _problem(L)
+    top = complete(L)
+    W = top.mixing("complete_average")
+    streams = RunStreams(0)
+    cen, dif = AltGDmin(), DifAltGDmin(step_scale="nodes", init_method="centralized")
+    c1 = LocalCommunicator(L, topology=top, mixing=W)
+    c2 = LocalCommunicator(L, topology=top, mixing=W)
+    s1, s2 = cen.init(problem, c1, streams), dif.init(problem, c2, streams)
+    np.testing.assert_array_equal(s1.U, s2.U)
+    worst = 0.0
+    for _ in range(60):
+        s1, s2 = cen.step(s1, c1), dif.step(s2, c2)
+        worst = max(worst, float(np.abs(s1.U - s2.U).max()))
+    assert worst < 1e-10
+    assert cen.evaluate(s1, c1)["sd_f_max"] < 1e-3  # and they moved well towards the truth
+
+
+def test_dec_spends_exactly_tcon_times_the_messages_of_dif():
+    L, T = 8, 7
+    problem = _problem(L)
+    top = ring(L)
+    W = top.mixing()
+    per_iter = {}
+    for algo in (DifAltGDmin(), DecAltGDmin(consensus_rounds=T)):
+        comm = LocalCommunicator(L, topology=top, mixing=W)
+        state = algo.init(problem, comm, RunStreams(0))
+        before = comm.ledger_totals()
+        state = algo.step(algo.step(state, comm), comm)
+        after = comm.ledger_totals()
+        per_iter[algo.name] = {k: (after[k] - before[k]) / 2 for k in ("messages", "floats", "comm_rounds")}
+    dif, dec = per_iter["dif-altgdmin"], per_iter["dec-altgdmin"]
+    d, r = 60, 2
+    assert dif == {"messages": 2 * L, "floats": 2 * L * d * r, "comm_rounds": 1}
+    assert dec == {k: T * v for k, v in dif.items()}
+
+
+def test_dec_altgdmin_consensus_floor_is_visible():
+    common = BASE + ["topology.kind=ring", "rounds=300", "eval_every=50"]
+    dec = _sd(run("lowrank", common + ["algorithm.name=dec-altgdmin", "algorithm.consensus_rounds=10"]))
+    dif = _sd(run("lowrank", common + ["algorithm.name=dif-altgdmin"]))
+    assert dif[-1] < 1e-12
+    # the consensus variant stalls: barely moves over the last 100 iterations, far above diffusion
+    assert dec[-1] > 1e-5
+    assert dec[-1] / dec[-3] > 0.5
+
+
+def test_decentralised_init_with_flooding_gives_every_node_the_same_basis():
+    L = 6
+    problem = _problem(L)
+    top = erdos_renyi(L, 0.6, seed=1)
+    comm = LocalCommunicator(L, topology=top, mixing=top.mixing())
+    state = DifAltGDmin().init(problem, comm, RunStreams(0))
+    assert np.all(state.U == state.U[0])
+    np.testing.assert_allclose(state.U[0].T @ state.U[0], np.eye(2), atol=1e-12)
+    # the power method's basis is already a fair estimate of the truth
+    assert DifAltGDmin().evaluate(state, comm)["sd_f_max"] < 0.9
+
+
+def test_procrustes_option_runs_and_converges():
+    res = run(
+        "lowrank",
+        [
+            "problem.d=60",
+            "problem.tasks=60",
+            "problem.samples=20",
+            "topology.nodes=6",
+            "algorithm.name=dif-altgdmin",
+            "algorithm.procrustes=true",
+            "rounds=250",
+        ],
+    )
+    assert res.final("sd_f_max") < 1e-8
+
+
+def test_graph_algorithms_refuse_bad_networks():
+    problem = _problem(6)
+    top = path(6)  # end nodes have one neighbour: uniform weights are not column-stochastic
+    comm = LocalCommunicator(6, topology=top, mixing=top.mixing("uniform"))
+    with pytest.raises(TopologyError, match="doubly stochastic"):
+        DifAltGDmin().init(problem, comm, RunStreams(0))
+    with pytest.raises(ValueError, match="needs a communication graph"):
+        DifAltGDmin().init(problem, LocalCommunicator(6), RunStreams(0))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"c": -1.0}, "c must be a finite number > 0"),
+        ({"init_method": "magic"}, "init_method must be one of"),
+        ({"consensus_rounds": 0}, "consensus_rounds must be an integer >= 1"),
+        ({"step_scale": "lots"}, "step_scale must be a number"),
+    ],
+)
+def test_hyper_parameters_are_validated(params, match):
+    with pytest.raises(ConfigError, match=match):
+        DecAltGDmin(**params)
