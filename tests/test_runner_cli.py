@@ -159,3 +159,14 @@ def test_python_dash_m_entry_point():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_cli_plot_overlays_saved_runs(tmp_path, capsys):
+    for name in ("dif-altgdmin", "altgdmin"):
+        main(["run", "lowrank", *SMALL, f"algorithm.name={name}", "--out", str(tmp_path / name), "-q"])
+    runs = [str(tmp_path / "dif-altgdmin"), str(tmp_path / "altgdmin")]
+    assert main(["plot", *runs, "--metric", "sd_f_max", "--out", str(tmp_path / "o.png")]) == 0
+    assert (tmp_path / "o.png").stat().st_size > 10_000
+    assert main(["plot", *runs, "--metric", "nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert "in none of the runs" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "missing")]) == 2

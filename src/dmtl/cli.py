@@ -6,6 +6,8 @@
     algorithms, topologies, mixing weights, data sets and built-in experiments;
 ``dmtl demo``
     compare AltGDmin, Dec-AltGDmin and Dif-AltGDmin on a ring: a table and a plot;
+``dmtl plot RUN_DIR ... [--metric M] --out FILE``
+    overlay saved runs against rounds, bytes and virtual time;
 ``dmtl bench [NAME ...]``
     the performance benchmarks (``benchmarks/``).
 
@@ -71,6 +73,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from dmtl.plotting import plot_curves, plot_run
+    from dmtl.results import read_run
+
+    histories = {}
+    for path in args.runs:
+        try:
+            history, summary, _ = read_run(path)
+        except FileNotFoundError as exc:
+            raise DmtlError(str(exc)) from None
+        label = Path(path).name if Path(path).name not in histories else str(path)
+        histories[label] = history
+    out = Path(args.out)
+    if args.metric is None:
+        plot_run(histories, out)
+    else:
+        known = set().union(*(set(h["metric"]) for h in histories.values()))
+        if args.metric not in known:
+            raise DmtlError(
+                f"metric {args.metric!r} is in none of the runs; their metrics: {', '.join(sorted(known))}"
+            )
+        plot_curves(histories, args.metric, out)
+    print(f"plot: {out}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         from benchmarks.__main__ import main as bench_main
@@ -102,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="dmtl-demo", help="folder for the plot and run data")
     p.add_argument("--rounds", type=int, default=200)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("plot", help="overlay saved runs: a metric against rounds, bytes and virtual time")
+    p.add_argument("runs", nargs="+", help="run directories (written by `dmtl run --out`)")
+    p.add_argument("--metric", "-m", default=None, help="one metric (default: every metric, one row each)")
+    p.add_argument("--out", "-o", default="runs.png", help="output PNG file")
+    p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("bench", help="performance benchmarks (writes benchmarks/RESULTS.md)")
     p.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
