@@ -40,10 +40,26 @@ Our choices (reconstruction, see ALGORITHMS.md section 1)
 ---------------------------------------------------------
 * QR factors have their signs fixed (``diag(R) > 0``) so that equal inputs give equal bases and
   nearby inputs nearby bases; it does not change the subspace.
-* ``step_scale`` multiplies ``eta`` in the decentralised variants; ``"nodes"`` (the default of both)
-  means L, the rule of ALGORITHMS.md. Measured (d = K = 200, r = 2, n = 40, L = 10, noiseless,
-  SD_F max after 300 iterations), ring / Erdos-Renyi(0.5): step_scale 2: 2.6e-7 / 3.7e-8;
-  4: 4.2e-12 / 4.2e-14; L: 8e-16 / 7e-16 (reached 1e-12 by iteration 150 / 200).
+* ``step_scale`` multiplies ``eta`` in the decentralised variants; ``"nodes"`` means L, the rule of
+  ALGORITHMS.md (Dec-AltGDmin's default). With L eta, Dif-AltGDmin's local adapt step is the centralised
+  step applied to one node's share of the gradient, and it breaks down as that share gets noisier:
+  measured SD_F max after 300 iterations (noiseless, d = 200, r = 2, n = 40, Erdos-Renyi(0.3)):
+
+  =====  =====  ==========  ==========  ==========  ==========
+  L      K      s = 5       s = 10      s = 20      s = 40
+  =====  =====  ==========  ==========  ==========  ==========
+  20     200    1.8e-9      1.1e-15     0.22 stall  -
+  50     200    6.6e-5      7.0e-8      4.8e-13     0.20 stall
+  100    200    3.3e-3      7.1e-5      0.064 stall 0.26 stall
+  50     500    1.8e-5      4.2e-9      1.4e-15     0.16 stall
+  =====  =====  ==========  ==========  ==========  ==========
+
+  The limit follows ``c s`` (the local step in units of ``1 / (n sigma_max^2)``), not L: ``c s <= 4``
+  converged everywhere, ``c s = 8`` stalled at a disagreement fixed point for L = 20 and 100. So
+  Dif-AltGDmin's default ``step_scale = "auto"`` is ``min(L, 4 / c)`` (10 with c = 0.4): L itself,
+  the fastest setting, up to 10 nodes. At d = K = 200, r = 2, n = 40, L = 10 it reaches SD_F max
+  8e-16 (ring) and 7e-16 (Erdos-Renyi(0.5)) in 300 iterations; with s = 2 and 4 only 2.6e-7 / 3.7e-8
+  and 4.2e-12 / 4.2e-14. ``experiments/altgdmin_report.py`` regenerates these tables.
 * The sign fix matters. With LAPACK's raw QR signs, nodes' bases flip column signs independently and
   the combine step averages +u with -u: on the ring with step_scale L the same run sat at SD_F = 1.0
   for 200 iterations (the "disagreement fixed point" of the reference trials). Procrustes alignment
@@ -123,9 +139,14 @@ def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.n
     return B, G, flops
 
 
-def _resolve_scale(step_scale: float | str, n_nodes: int) -> float:
+AUTO_LOCAL_STEP = 4.0  # largest c * step_scale that converged in every measured setting (docstring)
+
+
+def _resolve_scale(step_scale: float | str, n_nodes: int, c: float) -> float:
     if step_scale == "nodes":
         return float(n_nodes)
+    if step_scale == "auto":
+        return min(float(n_nodes), AUTO_LOCAL_STEP / c)
     return float(step_scale)
 
 
@@ -349,8 +370,9 @@ class DecAltGDmin(_AltGDminBase):
     ----------
     consensus_rounds : int
         T_con, gossip rounds on the gradients per iteration.
-    step_scale : float or "nodes"
-        Multiplier s of ``eta`` in ``U_g - eta s Z_g`` (default "nodes": the number of nodes L).
+    step_scale : float, "nodes" or "auto"
+        Multiplier s of ``eta`` in ``U_g - eta s Z_g`` (default "nodes": the number of nodes L, so that
+        ``L Z_g`` approximates the summed gradient; "auto" as in Dif-AltGDmin).
     """
 
     consensus_rounds: int = 10
@@ -371,7 +393,7 @@ class DecAltGDmin(_AltGDminBase):
         _, G, flops = _fit(state.data, state.U, shared=False)
         comm.compute(flops)
         Z = comm.mix(G, W, self.consensus_rounds)
-        s = _resolve_scale(self.step_scale, comm.n_nodes)
+        s = _resolve_scale(self.step_scale, comm.n_nodes, self.c)
         U = orthonormalize(state.U - (s * state.eta)[:, None, None] * Z)
         return replace(state, U=U, iteration=state.iteration + 1)
 
@@ -383,15 +405,16 @@ class DifAltGDmin(_AltGDminBase):
 
     Parameters
     ----------
-    step_scale : float or "nodes"
-        Multiplier s of ``eta`` in the adapt step ``U_g - eta s G_g`` (default "nodes": L).
+    step_scale : float, "auto" or "nodes"
+        Multiplier s of ``eta`` in the adapt step ``U_g - eta s G_g``. "nodes" is L, the rule of
+        ALGORITHMS.md; "auto" (default) is ``min(L, 4 / c)``, L capped where it stops converging.
     combine_steps : int
         Combine (gossip) rounds per iteration.
     procrustes : bool
         Align each received basis to one's own (orthogonal Procrustes) before combining.
     """
 
-    step_scale: float | str = "nodes"
+    step_scale: float | str = "auto"
     combine_steps: int = 1
     procrustes: bool = False
 
@@ -412,7 +435,7 @@ class DifAltGDmin(_AltGDminBase):
     def step(self, state: AltGDminState, comm: Communicator) -> AltGDminState:
         W = _mixing(comm, self.name)
         _, G, flops = _fit(state.data, state.U, shared=False)
-        s = _resolve_scale(self.step_scale, comm.n_nodes)
+        s = _resolve_scale(self.step_scale, comm.n_nodes, self.c)
         U = state.U - (s * state.eta)[:, None, None] * G
         for _ in range(self.combine_steps):
             if self.procrustes:
@@ -434,6 +457,6 @@ def _mixing(comm: Communicator, name: str) -> MixingMatrix:
 
 
 def _check_scale(name: str, value: Any) -> None:
-    if value == "nodes":
+    if value in ("nodes", "auto"):
         return
     check_positive(f"algorithm({name})", step_scale=value)
