@@ -158,3 +158,21 @@ def test_graph_algorithms_refuse_bad_networks():
 def test_hyper_parameters_are_validated(params, match):
     with pytest.raises(ConfigError, match=match):
         DecAltGDmin(**params)
+
+
+def test_auto_step_scale_converges_where_l_eta_stalls():
+    common = [
+        "problem.d=200",
+        "problem.tasks=200",
+        "problem.samples=40",
+        "topology.nodes=20",
+        "topology.kind=erdos_renyi",
+        "topology.p=0.3",
+        "algorithm.name=dif-altgdmin",
+        "rounds=200",
+        "eval_every=50",
+    ]
+    auto = _sd(run("lowrank", common))
+    l_eta = _sd(run("lowrank", common + ["algorithm.step_scale=nodes"]))
+    assert auto[-1] < 1e-9
+    assert l_eta[-1] > 1e-2 and l_eta[-1] / l_eta[-3] > 0.5  # stuck at a disagreement fixed point
