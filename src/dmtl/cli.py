@@ -17,6 +17,7 @@ Errors in the input print one line (``dmtl: error: ...``) and exit with status 2
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,11 +26,23 @@ from dmtl.errors import DmtlError
 __all__ = ["main"]
 
 
+def _launch_rank() -> int:
+    """This process's rank when a user's ``mpiexec``/``srun`` started it (0 otherwise).
+
+    Read from the launcher's environment so that mpi4py is not imported for a local run.
+    """
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from dmtl.runner import run
 
     result = run(args.config, args.overrides, out=args.out, progress=None if not args.quiet else False)
-    if result.out is not None or args.out is None:
+    if _launch_rank() == 0:  # under a user's mpiexec every rank returns the same result
         _print_summary(result.summary, result.out)
     return 0
 
@@ -100,6 +113,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import dmtl
+
+    # a source checkout (editable install): the suite lives next to src/, at the repository root
+    root = Path(dmtl.__file__).resolve().parents[2]
+    if (root / "benchmarks" / "__main__.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     try:
         from benchmarks.__main__ import main as bench_main
     except ImportError:
@@ -109,7 +128,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return bench_main(args.names + (["--quick"] if args.quick else []))
+    return bench_main(args.names + (["--quick"] if args.quick else []), prog="dmtl bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DmtlError as exc:
-        print(f"dmtl: error: {exc}", file=sys.stderr)
+        if _launch_rank() == 0:  # an error every rank raises alike is printed once
+            print(f"dmtl: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -133,7 +133,7 @@ def run(
         from dmtl.backends import mpi as mpi_backend
 
         if not mpi_backend.inside_mpi_job():
-            return mpi_backend.launch(cfg, out)
+            return mpi_backend.launch(cfg, out, progress=_want_progress(cfg, progress))
     return execute(cfg, out, progress)
 
 
@@ -146,8 +146,16 @@ def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool |
     problem = build_problem(cfg, streams)
     topology, mixing = build_network(cfg, streams)
     comm = make_communicator(cfg, topology, mixing)
+    instrument = getattr(comm, "instrument", None)  # the MPI backend counts rounds (watchdog messages)
+    if instrument is not None:
+        algorithm = instrument(algorithm)
     try:
         return _iterate(cfg, algorithm, problem, comm, streams, out, progress)
+    except BaseException as exc:
+        on_failure = getattr(comm, "on_failure", None)  # MPI: tell the other ranks, or abort the job
+        if on_failure is not None:
+            on_failure(exc)
+        raise
     finally:
         close = getattr(comm, "close", None)
         if close is not None:
@@ -225,7 +233,8 @@ def _summary(cfg, algorithm, comm, metrics, it, stopped, wall) -> dict[str, Any]
     totals = comm.ledger_totals()
     nodes = comm.node_ledger()
     per_node_bytes = nodes["sent"][:, 2] + nodes["uploaded"][:, 2]
-    return {
+    transport = comm.transport_totals()
+    summary = {
         "name": cfg["name"],
         "algorithm": algorithm.name,
         "rounds": it,
@@ -248,6 +257,9 @@ def _summary(cfg, algorithm, comm, metrics, it, stopped, wall) -> dict[str, Any]
             "python": platform.python_version(),
         },
     }
+    if transport is not None:
+        summary["transport"] = transport  # what crossed between processes (MPI), next to the node view
+    return summary
 
 
 def _want_progress(cfg: dict[str, Any], progress: bool | None) -> bool:

@@ -338,6 +338,11 @@ class Communicator(ABC):
         """Row offset of this block in a global array with ``counts`` rows per node."""
         return 0
 
+    def transport_totals(self) -> dict[str, Any] | None:
+        """What actually crossed between processes (a collective call), or None when all nodes share one
+        process. The node-level view is :meth:`ledger_totals`."""
+        return None
+
     # -- backend hooks ----------------------------------------------------------------------------
     @abstractmethod
     def _mix(self, flat: np.ndarray, W: MixingMatrix, rounds: int) -> np.ndarray: ...
