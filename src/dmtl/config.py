@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "connected": True,
     },
     "algorithm": {"name": "dif-altgdmin"},
-    "backend": {"name": "local", "procs": 1, "timeout": 60.0, "blas_threads": 1, "mpiexec": None},
+    "backend": {"name": "local", "procs": 1, "timeout": 60.0, "blas_threads": None, "mpiexec": None},
     "clock": {
         "latency": 1e-3,
         "link_bandwidth": 1.25e7,
@@ -62,7 +62,7 @@ _TYPES: dict[str, Any] = {
     "backend.name": str,
     "backend.procs": int,
     "backend.timeout": float,
-    "backend.blas_threads": int,
+    "backend.blas_threads": (int, type(None)),
     "backend.mpiexec": (str, type(None)),
     "clock.latency": float,
     "clock.link_bandwidth": float,

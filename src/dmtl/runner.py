@@ -146,6 +146,23 @@ def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool |
     problem = build_problem(cfg, streams)
     topology, mixing = build_network(cfg, streams)
     comm = make_communicator(cfg, topology, mixing)
+    if cfg["backend"]["blas_threads"] is not None and cfg["backend"]["name"] == "local":
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=cfg["backend"]["blas_threads"], user_api="blas"):
+            return _execute_with(cfg, algorithm, problem, comm, streams, out, progress)
+    return _execute_with(cfg, algorithm, problem, comm, streams, out, progress)
+
+
+def _execute_with(
+    cfg: dict[str, Any],
+    algorithm: Algorithm,
+    problem: Problem,
+    comm: Communicator,
+    streams: RunStreams,
+    out: str | Path | None,
+    progress: bool | None,
+) -> RunResult:
     instrument = getattr(comm, "instrument", None)  # the MPI backend counts rounds (watchdog messages)
     if instrument is not None:
         algorithm = instrument(algorithm)

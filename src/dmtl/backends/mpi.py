@@ -953,7 +953,7 @@ def launch_many(
             cmd.append("-disable-auto-cleanup")  # survivors get SIGUSR1 and name the failed rank
         cmd += ["-n", str(procs), sys.executable, "-m", "dmtl.backends.mpi_worker", str(job)]
         env = dict(os.environ)
-        threads = str(int(backend["blas_threads"]))
+        threads = str(int(backend["blas_threads"] or 1))  # default: one BLAS thread per rank
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
             env[var] = threads
         env["DMTL_HEARTBEAT"] = str(heartbeat)
