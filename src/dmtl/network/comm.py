@@ -29,6 +29,7 @@ the ledger counts it once, as the algorithm's messages.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,22 +242,25 @@ class Communicator(ABC):
         """
         X = np.asarray(X, dtype=np.float64)
         counts = self._counts(counts, X)
-        row = int(np.prod(X.shape[1:], dtype=np.int64))
+        row = math.prod(X.shape[1:])
         self.ledger.record_server("up", counts, row)
         return self._allgather(X)
 
     def broadcast(self, Y: Any) -> Any:
         """The server sends the same value to every node (one download per node)."""
         Y = np.asarray(Y, dtype=np.float64)
-        self.ledger.record_server("down", np.ones(self.n_local), Y.size)
+        self.ledger.record_server("down", None, Y.size)
         return self._bcast_from(np.ascontiguousarray(Y), 0)
 
     def scatter(self, Y: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
         """The server sends each node its own rows of the global array ``Y``; returns the block's rows."""
         Y = np.asarray(Y, dtype=np.float64)
-        counts = np.ones(self.n_local, dtype=np.int64) if counts is None else np.asarray(counts)
+        row = math.prod(Y.shape[1:])
+        if counts is None:  # one row per node: the block's rows are its nodes'
+            self.ledger.record_server("down", None, row)
+            return Y[self.start : self.stop].copy()
+        counts = np.asarray(counts)
         offset = self._global_offset(counts)
-        row = int(np.prod(Y.shape[1:], dtype=np.int64))
         self.ledger.record_server("down", counts, row)
         return Y[offset : offset + int(counts.sum())].copy()
 
@@ -284,10 +288,10 @@ class Communicator(ABC):
             sent = tuple(self.scatter(p, counts) for p in parts)
         return sent[0] if single else sent
 
-    def _counts(self, counts: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+    def _counts(self, counts: np.ndarray | None, X: np.ndarray) -> np.ndarray | None:
         if counts is None:
             self._check_block(X, "gather")
-            return np.ones(self.n_local, dtype=np.int64)
+            return None
         counts = np.asarray(counts, dtype=np.int64)
         if counts.shape != (self.n_local,) or counts.sum() != X.shape[0]:
             raise ValueError(

@@ -75,9 +75,17 @@ class ClockModel:
 PHASE_REDUCE = ("sum", "sum", "max", "sum", "max")
 
 
+_KINDS = ("link", "up", "down", "compute")
+_SERVER_KINDS = (1, 2)
+
+
 @dataclass
 class Ledger:
     """Record of everything a communicator sent.
+
+    Recording is O(1) per call: phases go into a growing array, and per-node counts are accumulated per
+    (pattern, row size) and spread over the node tables only when the tables are read. That keeps the
+    bookkeeping of a round small next to the round's arithmetic even for tiny messages.
 
     Parameters
     ----------
@@ -85,25 +93,31 @@ class Ledger:
         Number of nodes in the whole network (not only the local block).
     clock : ClockModel
         The virtual clock model.
+    rows : slice, optional
+        The nodes this shard owns (all nodes when None).
     """
 
     n_nodes: int
     clock: ClockModel = field(default_factory=ClockModel)
-    rows: slice | None = None  # the nodes this shard owns; all nodes when None
+    rows: slice | None = None
 
     def __post_init__(self) -> None:
         n = self.n_nodes
         if self.rows is None:
             self.rows = slice(0, n)
-        self.sent = np.zeros((n, 3))  # messages, floats, bytes over graph links
-        self.received = np.zeros((n, 3))
-        self.uploaded = np.zeros((n, 3))
-        self.downloaded = np.zeros((n, 3))
-        self.phases: list[tuple[str, float, float, float, float, float]] = []
+        self._tables = {name: np.zeros((n, 3)) for name in ("sent", "received", "uploaded", "downloaded")}
+        self._buf = np.zeros((64, 6))  # kind code, messages, floats, max node bytes, server bytes, seconds
+        self._len = 0
         # id(matrix) -> [matrix, rounds]; holding the matrix keeps its id unique
         self._patterns: dict[int, list] = {}
+        # (id(matrix), floats per message) -> [rounds, in_counts, out_counts]
+        self._link_pending: dict[tuple[int, int], list] = {}
+        # id(matrix) -> (local messages per round, busiest node's messages per round)
+        self._link_stats: dict[int, tuple[float, float]] = {}
+        # (table, floats per row, counts key) -> [calls, counts or None]
+        self._server_pending: dict[tuple[str, int, bytes | None], list] = {}
+        self._count_stats: dict[bytes, tuple[float, float, float]] = {}  # counts -> (senders, rows, max)
         self.comm_rounds = 0
-        self.iteration = 0
 
     # -- recording -------------------------------------------------------------------------------
     def record_links(
@@ -121,77 +135,137 @@ class Ledger:
         receiving rows this shard owns are credited so that summing over shards counts each message
         once. Senders are credited by the shard that owns the sender.
         """
+        if rounds <= 0:
+            return
         use = self._patterns.setdefault(pattern_key, [pattern, 0])
         use[1] += rounds
-        f = floats_per_message
-        local_rows = self.rows
-        loc_in = in_counts[local_rows].astype(float) * rounds
-        loc_out = out_counts[local_rows].astype(float) * rounds
-        self.received[local_rows] += np.stack([loc_in, loc_in * f, loc_in * f * FLOAT_BYTES], 1)
-        self.sent[local_rows] += np.stack([loc_out, loc_out * f, loc_out * f * FLOAT_BYTES], 1)
-        msgs = float(loc_in.sum())
-        per_round_node_bytes = float(np.max(np.maximum(in_counts, out_counts), initial=0)) * f * FLOAT_BYTES
-        seconds = self.clock.latency + per_round_node_bytes / self.clock.link_bandwidth
-        for _ in range(rounds):
-            self._phase("link", msgs / rounds, msgs * f / rounds, per_round_node_bytes, 0.0, seconds)
+        f = int(floats_per_message)
+        pending = self._link_pending.get((pattern_key, f))
+        if pending is None:
+            self._link_pending[(pattern_key, f)] = [rounds, in_counts, out_counts]
+        else:
+            pending[0] += rounds
+        stats = self._link_stats.get(pattern_key)
+        if stats is None:
+            busiest = float(np.max(np.maximum(in_counts, out_counts), initial=0))
+            stats = self._link_stats[pattern_key] = (float(np.sum(in_counts[self.rows])), busiest)
+        msgs, busiest = stats
+        node_bytes = busiest * f * FLOAT_BYTES
+        seconds = self.clock.latency + node_bytes / self.clock.link_bandwidth
+        self._phases(0, msgs, msgs * f, node_bytes, 0.0, seconds, rounds)
         self.comm_rounds += rounds
 
-    def record_server(self, direction: str, counts: np.ndarray, floats_per_row: int) -> None:
+    def record_server(self, direction: str, counts: np.ndarray | None, floats_per_row: int) -> None:
         """Record one upload (``direction='up'``) or download (``'down'``) phase.
 
         ``counts`` holds, for the local nodes, the number of rows of ``floats_per_row`` floats each
-        node sends (up) or receives (down).
+        node sends (up) or receives (down); None means one row each.
         """
-        counts = np.asarray(counts, dtype=float)
-        msgs = (counts > 0).astype(float)
-        floats = counts * floats_per_row
-        table = self.uploaded if direction == "up" else self.downloaded
-        table[self.rows] += np.stack([msgs, floats, floats * FLOAT_BYTES], 1)
-        node_bytes = float(floats.max(initial=0.0)) * FLOAT_BYTES
-        total_bytes = float(floats.sum()) * FLOAT_BYTES
-        self._phase(
-            "up" if direction == "up" else "down",
-            float(msgs.sum()),
-            float(floats.sum()),
-            node_bytes,
-            total_bytes,
-            0.0,
-        )
+        f = int(floats_per_row)
+        table = "uploaded" if direction == "up" else "downloaded"
+        n_local = self.rows.stop - self.rows.start
+        if counts is None:
+            key: bytes | None = None
+            msgs = float(n_local)
+            floats = float(n_local * f)
+            node_bytes = float(f * FLOAT_BYTES) if n_local else 0.0
+        else:
+            counts = np.asarray(counts, dtype=np.int64)
+            key = counts.tobytes()
+            stats = self._count_stats.get(key)
+            if stats is None:
+                stats = (float(np.count_nonzero(counts)), float(counts.sum()), float(counts.max(initial=0)))
+                self._count_stats[key] = stats
+            msgs = stats[0]
+            floats = stats[1] * f
+            node_bytes = stats[2] * f * FLOAT_BYTES
+        pending = self._server_pending.get((table, f, key))
+        if pending is None:
+            self._server_pending[(table, f, key)] = [1, counts]
+        else:
+            pending[0] += 1
+        self._phases(1 if direction == "up" else 2, msgs, floats, node_bytes, floats * FLOAT_BYTES, 0.0, 1)
         self.comm_rounds += 1
 
     def record_compute(self, seconds_per_node: np.ndarray) -> None:
         """Record one local computation phase (``max`` over nodes of the given durations)."""
-        sec = float(np.max(seconds_per_node, initial=0.0))
-        self._phase("compute", 0.0, 0.0, 0.0, 0.0, sec)
+        self._phases(3, 0.0, 0.0, 0.0, 0.0, float(np.max(seconds_per_node, initial=0.0)), 1)
 
-    def _phase(
-        self, kind: str, msgs: float, floats: float, node_bytes: float, server_bytes: float, seconds: float
+    def _phases(
+        self,
+        kind: int,
+        msgs: float,
+        floats: float,
+        node_bytes: float,
+        server_bytes: float,
+        seconds: float,
+        count: int,
     ) -> None:
-        self.phases.append((kind, msgs, floats, node_bytes, server_bytes, seconds))
+        end = self._len + count
+        if end > len(self._buf):
+            grown = np.zeros((max(2 * len(self._buf), end), 6))
+            grown[: self._len] = self._buf[: self._len]
+            self._buf = grown
+        self._buf[self._len : end] = (kind, msgs, floats, node_bytes, server_bytes, seconds)
+        self._len = end
 
     # -- reading ---------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Spread the pending per-pattern counts over the per-node tables."""
+        rows = self.rows
+        for (_, f), (rounds, in_counts, out_counts) in self._link_pending.items():
+            for name, counts in (("received", in_counts), ("sent", out_counts)):
+                c = counts[rows].astype(float) * rounds
+                self._tables[name][rows] += np.stack([c, c * f, c * f * FLOAT_BYTES], 1)
+        self._link_pending.clear()
+        n_local = rows.stop - rows.start
+        for (name, f, _), (calls, counts) in self._server_pending.items():
+            c = np.ones(n_local) if counts is None else counts.astype(float)
+            msgs = (c > 0).astype(float) * calls
+            self._tables[name][rows] += np.stack([msgs, c * f * calls, c * f * calls * FLOAT_BYTES], 1)
+        self._server_pending.clear()
+
+    def _table(self, name: str) -> np.ndarray:
+        self._flush()
+        return self._tables[name]
+
+    @property
+    def sent(self) -> np.ndarray:
+        """(n_nodes, 3): messages, floats, bytes each node sent over graph links (own rows only)."""
+        return self._table("sent")
+
+    @property
+    def received(self) -> np.ndarray:
+        """(n_nodes, 3): messages, floats, bytes each node received over graph links."""
+        return self._table("received")
+
+    @property
+    def uploaded(self) -> np.ndarray:
+        """(n_nodes, 3): messages, floats, bytes each node uploaded to the server."""
+        return self._table("uploaded")
+
+    @property
+    def downloaded(self) -> np.ndarray:
+        """(n_nodes, 3): messages, floats, bytes each node downloaded from the server."""
+        return self._table("downloaded")
+
     def phase_table(self) -> np.ndarray:
         """Phases as an array with columns messages, floats, max node bytes, server bytes, seconds.
 
         The local part only; see :meth:`Communicator.ledger_totals` for the reduced view.
         """
-        if not self.phases:
-            return np.zeros((0, 5))
-        return np.array([p[1:] for p in self.phases], dtype=float)
+        return self._buf[: self._len, 1:]
 
-    def phase_kinds(self) -> list[str]:
-        return [p[0] for p in self.phases]
+    def phase_kinds(self) -> np.ndarray:
+        """Kind code of each phase: 0 link, 1 upload, 2 download, 3 compute (names in ``_KINDS``)."""
+        return self._buf[: self._len, 0]
 
-    def phase_seconds(self, table: np.ndarray, kinds: list[str]) -> np.ndarray:
+    def phase_seconds(self, table: np.ndarray, kinds: np.ndarray) -> np.ndarray:
         """Durations of reduced phases (server phases need the reduced byte counts)."""
         c = self.clock
-        sec = table[:, 4].copy()
-        for idx, kind in enumerate(kinds):
-            if kind in ("up", "down"):
-                sec[idx] = c.latency + max(
-                    table[idx, 2] / c.link_bandwidth, table[idx, 3] / c.server_bandwidth
-                )
-        return sec
+        server = np.isin(kinds, _SERVER_KINDS)
+        transfer = c.latency + np.maximum(table[:, 2] / c.link_bandwidth, table[:, 3] / c.server_bandwidth)
+        return np.where(server, transfer, table[:, 4])
 
     def link_messages(self) -> sparse.csr_array:
         """Messages sent over each directed link, as an n x n sparse matrix (row = receiver)."""
