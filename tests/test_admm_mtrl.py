@@ -9,6 +9,7 @@ from scipy.linalg import fractional_matrix_power
 from dmtl import runner
 from dmtl.algorithms import make_algorithm
 from dmtl.algorithms.admm_mtrl import CADMM, DADMM, omega_factors, omega_from_v
+from dmtl.algorithms.admm_reference import reference_cadmm
 from dmtl.backends.local import LocalCommunicator
 from dmtl.data import datasets as ds
 from dmtl.data.streams import fourier_stream, from_arrays, live_problem
@@ -55,47 +56,14 @@ def _stream(K=5, T=300, normalize=False, seed=0, n_nodes=None):
 
 
 # --------------------------------------------------------------------------------------------------
-# The reference C-ADMM, transliterated (per-task Python loops), for equivalence
+# The reference C-ADMM (dmtl.algorithms.admm_reference), for equivalence
 # --------------------------------------------------------------------------------------------------
-
-
-def naive_cadmm(xs, ys, rho=0.5, eta=240.0, l1=0.1, l2=20.0, l3=0.1, l4=0.1):
-    K, T, d = xs.shape
-    omega = np.eye(K) / K
-    u = np.zeros(d)
-    v, w, z = np.zeros((d, K)), np.zeros((d, K)), np.zeros((d, K))
-    pred = np.zeros((K, T))
-    for t in range(T):
-        for k in range(K):
-            x, y = xs[k, t], ys[k, t]
-            p = np.sign((w[:, k].T @ x).item())
-            pred[k, t] = 1.0 if p == 0 else p
-            g = -y * x if y * pred[k, t] < 1.0 else np.zeros(d)
-            w[:, k] = (
-                (eta / (rho + eta)) * w[:, k]
-                + (rho / (rho + eta)) * (u + v[:, k])
-                - (1 / (rho + eta)) * (g + z[:, k])
-            )
-        s = np.zeros(d)
-        for k in range(K):
-            s += (l1 + l3) * (z[:, k] + rho * w[:, k])
-        u = (1 / ((l1 + l3) * (l2 + rho * K) + l2 * rho)) * s
-        inv = np.linalg.pinv(omega)
-        tmp = v @ inv + v @ np.transpose(inv)
-        for k in range(K):
-            v[:, k] = (l2 / (l2 * (l1 + l3 + rho) + rho * K * (l1 + l3))) * (rho * w[:, k] + z[:, k]) + (
-                l4 / 2
-            ) * tmp[:, k]
-            z[:, k] += rho * (w[:, k] - u - v[:, k])
-        mul = fractional_matrix_power(np.transpose(v) @ v, 0.5)
-        omega = np.real(mul / np.trace(mul))
-    return pred, omega
 
 
 def test_cadmm_equals_the_reference_loop_prediction_for_prediction():
     s = fourier_stream(5, 150, normalize=False, rng=7)
     with np.errstate(all="ignore"):
-        ref_pred, ref_omega = naive_cadmm(s.xs, s.ys)
+        ref_pred, ref_omega = reference_cadmm(s.xs, s.ys)
     problem = from_arrays(s.xs, s.ys)
     alg = make_algorithm("c-admm")
     comm = LocalCommunicator(5)

@@ -8,6 +8,7 @@ identical (``metrics.csv`` included) and changing one part never reshuffles anot
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -146,28 +147,18 @@ def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool |
     problem = build_problem(cfg, streams)
     topology, mixing = build_network(cfg, streams)
     comm = make_communicator(cfg, topology, mixing)
-    if cfg["backend"]["blas_threads"] is not None and cfg["backend"]["name"] == "local":
+    threads = cfg["backend"]["blas_threads"]
+    limits: Any = contextlib.nullcontext()
+    if threads is not None and cfg["backend"]["name"] == "local":  # MPI ranks get it from the launcher
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=cfg["backend"]["blas_threads"], user_api="blas"):
-            return _execute_with(cfg, algorithm, problem, comm, streams, out, progress)
-    return _execute_with(cfg, algorithm, problem, comm, streams, out, progress)
-
-
-def _execute_with(
-    cfg: dict[str, Any],
-    algorithm: Algorithm,
-    problem: Problem,
-    comm: Communicator,
-    streams: RunStreams,
-    out: str | Path | None,
-    progress: bool | None,
-) -> RunResult:
+        limits = threadpool_limits(limits=threads, user_api="blas")
     instrument = getattr(comm, "instrument", None)  # the MPI backend counts rounds (watchdog messages)
     if instrument is not None:
         algorithm = instrument(algorithm)
     try:
-        return _iterate(cfg, algorithm, problem, comm, streams, out, progress)
+        with limits:
+            return _iterate(cfg, algorithm, problem, comm, streams, out, progress)
     except BaseException as exc:
         on_failure = getattr(comm, "on_failure", None)  # MPI: tell the other ranks, or abort the job
         if on_failure is not None:
