@@ -82,6 +82,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from dmtl.algorithms.base import Algorithm, check_int, check_positive, register
 from dmtl.errors import ConfigError
@@ -119,21 +120,40 @@ class AltGDminState:
 def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares coefficients, residuals and node gradients for bases ``U``.
 
-    ``shared``: every node holds the same basis ``U[0]``, so one GEMM serves all tasks.
-    Returns ``B`` (k, r), the per-node gradients ``G`` (n_local, d, r) and per-node flop counts.
+    For each task ``t`` (held by node ``i``): ``A_t = X_t U_i``, ``b_t = argmin ||A_t b - y_t||``,
+    ``r_t = A_t b_t - y_t``, and ``G_i = sum_t (X_t^T r_t) b_t^T``.
+
+    ``shared``: every node holds the same basis ``U[0]``. Returns ``B`` (k, r), the per-node gradients
+    ``G`` (n_local, d, r) and per-node flop counts.
+
+    The tasks are processed in blocks of about 4 MB of ``X``, so that the gradient's pass over ``X_t``
+    reads it from cache right after ``A_t = X_t U``: one pass over ``X`` from memory instead of two
+    (1.97x faster at d = K = 600, n = 50, r = 4; ``benchmarks/bench_altgdmin.py``). For large blocks
+    the node sums are one sparse product with the coefficients rather than a (k, d, r) temporary; both
+    add the same products in the same task order.
     """
     k, n, d = data.X.shape
     r = U.shape[-1]
     if k == 0:
         return np.zeros((0, r)), np.zeros((data.n_local, d, r)), np.zeros(data.n_local)
-    if shared:
-        A = (data.X.reshape(k * n, d) @ U[0]).reshape(k, n, r)
+    B = np.empty((k, r))
+    g = np.empty((k, d))  # X_t^T r_t
+    block = max(1, (4 << 20) // max(1, n * d * 8))
+    for a in range(0, k, block):  # a loop over cache-sized blocks of tasks, not over tasks
+        b = min(k, a + block)
+        Xb, yb = data.X[a:b], data.y[a:b]
+        A = np.matmul(Xb, U[0] if shared else U[data.node[a:b]])
+        Bb = batched_lstsq(A, yb)
+        B[a:b] = Bb
+        resid = np.matmul(A, Bb[:, :, None])[:, :, 0] - yb
+        np.matmul(resid[:, None, :], Xb, out=g[a:b, None, :])
+    if k * d * r < 1 << 17:
+        G = data.sum_to_nodes(g[:, :, None] * B[:, None, :])
     else:
-        A = np.matmul(data.X, U[data.node])
-    B = batched_lstsq(A, data.y)
-    resid = np.matmul(A, B[:, :, None])[:, :, 0] - data.y
-    g = np.matmul(resid[:, None, :], data.X)[:, 0, :]  # X_t^T resid_t, (k, d)
-    G = data.sum_to_nodes(g[:, :, None] * B[:, None, :])
+        # G[i] = sum over node i's tasks of g_t b_t^T = (S^T g) with S[t, (node(t), j)] = b_t[j]
+        cols = (data.node[:, None] * r + np.arange(r)).ravel()
+        S = sparse.csr_array((B.ravel(), cols, np.arange(k + 1) * r), shape=(k, data.n_local * r))
+        G = np.asarray(S.T @ g).reshape(data.n_local, r, d).transpose(0, 2, 1).copy()
     flops_task = data.n_samples * (4.0 * d * r + 2.0 * d + 4.0 * r * r)
     flops = data.sum_to_nodes(flops_task) + 2.0 * d * r * r
     return B, G, flops
