@@ -70,6 +70,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("algorithms:")
     for name, cls in sorted(ALGORITHMS.items()):
         print(f"  {name:<16} [{cls.network}] {cls.summary}")
+    from dmtl.data import PROBLEMS
+
+    print("problem kinds (problem.kind=...):")
+    for name, kind in sorted(PROBLEMS.items()):
+        print(f"  {name:<16} {kind.summary}")
     print("topologies:\n  " + ", ".join(sorted(TOPOLOGIES)))
     print("mixing weights:\n  " + ", ".join(MIXING_KINDS))
     print("data sets (read from DMTL_DATA or ../shared/data):")

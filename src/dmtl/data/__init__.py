@@ -3,10 +3,11 @@
 Importing this package registers every problem kind.
 """
 
-from dmtl.data import (
-    mixture,  # noqa: F401  (registers fedem_synthetic)
-    streams,  # noqa: F401  (registers omtl_synthetic, fourier_stream, dataset_stream)
-    synthetic,  # noqa: F401  (registers lowrank)
+from dmtl.data import (  # noqa: F401  (imported to register their problem kinds)
+    mixture,  # fedem_synthetic
+    real,  # dataset, related_tasks
+    streams,  # omtl_synthetic, fourier_stream, dataset_stream
+    synthetic,  # lowrank
 )
 from dmtl.data.registry import PROBLEMS, build, problem_params, register_problem
 
