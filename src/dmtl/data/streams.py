@@ -680,13 +680,14 @@ def _rounds(value: int) -> int | None:
     summary="the online ADMM paper's synthetic stream file (5 tasks x 10,000 rounds, 9 features)",
 )
 def _build_omtl_synthetic(params: dict, n_nodes: int, streams: RunStreams) -> Problem:
+    rounds = _rounds(params["rounds"])  # bad parameters are reported before the file is looked for
     arrays = datasets.load_stream("omtl_synthetic", params["data_dir"] or None)
     return from_arrays(
         arrays.xs,
         arrays.ys,
         n_nodes=n_nodes,
         normalize=params["normalize"],
-        rounds=_rounds(params["rounds"]),
+        rounds=rounds,
         name="omtl_synthetic",
     )
 
