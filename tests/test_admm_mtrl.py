@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from datasets_available import needs
 from scipy.linalg import fractional_matrix_power
 
 from dmtl import runner
@@ -18,18 +19,7 @@ from dmtl.network.topology import complete, mixing_matrix, ring
 from dmtl.problem import Placement, Problem
 from dmtl.seeding import RunStreams
 
-
-def _have(name: str) -> bool:
-    try:
-        ds.dataset_path(name)
-    except DataError:
-        return False
-    return True
-
-
-needs_synthetic = pytest.mark.skipif(
-    not _have("omtl_synthetic"), reason="omtl_synthetic.npz is not available"
-)
+needs_synthetic = needs("omtl_synthetic")
 
 REF_ERROR = {100: 0.256, 1000: 0.1612, 5000: 0.1369, 10000: 0.1406}
 REF_MISTAKES = np.array([1307, 1717, 1305, 1540, 1163])

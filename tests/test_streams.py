@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from datasets_available import needs
 
 from dmtl.data import build
 from dmtl.data import datasets as ds
@@ -27,20 +28,9 @@ from dmtl.data.streams import (
 from dmtl.errors import ConfigError, DataError
 from dmtl.seeding import RunStreams
 
-
-def _have(name: str) -> bool:
-    try:
-        ds.dataset_path(name)
-    except DataError:
-        return False
-    return True
-
-
-needs_synthetic = pytest.mark.skipif(
-    not _have("omtl_synthetic"), reason="omtl_synthetic.npz is not available"
-)
-needs_landmine = pytest.mark.skipif(not _have("landmine"), reason="landmine.mat is not available")
-needs_spam = pytest.mark.skipif(not _have("spam"), reason="spam_emails.mat is not available")
+needs_synthetic = needs("omtl_synthetic")
+needs_landmine = needs("landmine")
+needs_spam = needs("spam")
 
 
 def _toy(K: int = 3, T: int = 7, d: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
