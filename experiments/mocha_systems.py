@@ -222,7 +222,7 @@ def main() -> None:
         "accuracy at speed f, so its round lasts as long as its slowest node needs. Drop-outs remove 10% "
         "of the tasks from a round. Mb-SDCA with the reference's scaling 10 / (total steps) takes very "
         "small steps and Mb-SGD is limited by its O(1/t) step sizes; both stay far from the optimum in "
-        "this budget, as in the reference's plots.",
+        "this budget.",
         "",
     ]
     (OUT / "mocha_systems.md").write_text("\n".join(lines))
