@@ -282,6 +282,22 @@ def test_dead_or_stalled_rank_stops_the_run(monkeypatch, fault: str, procs: int,
     _assert_reaped(marker)
 
 
+@needs_mpi
+def test_dead_rank_is_named_even_when_its_reporters_stderr_is_lost(monkeypatch) -> None:
+    """MPI_Abort makes hydra kill every process at once and the reporter's stderr line can be lost in
+    the proxy's pipe (seen in CI under load); the file each aborting rank leaves still names the rank."""
+    real_forward = mpi_backend._forward
+
+    def lossy_forward(stream, errors, tail):  # drop every held-back error line
+        real_forward(stream, [], tail)
+
+    monkeypatch.setattr(mpi_backend, "_forward", lossy_forward)
+    monkeypatch.setenv("DMTL_FAULT_KILL", "1:3")
+    cfg = load_config(None, [*SMALL, "algorithm.name=dif-altgdmin", "backend.name=mpi", "backend.procs=2"])
+    with pytest.raises(mpi_backend.MPIRunError, match=r"MPI rank\(s\) 1 stopped responding.*in mix"):
+        mpi_backend.launch_many([cfg], wall_limit=LAUNCH_LIMIT)
+
+
 def test_launcher_guard_kills_a_silent_job(tmp_path: Path) -> None:
     """The second guard: a job that shows no progress at all is killed with its process group."""
     pytest.importorskip("psutil")

@@ -42,8 +42,10 @@ Every exchange is a non-blocking request polled by a watchdog. A rank that waits
 ``SIGUSR1`` with ``-disable-auto-cleanup``), pings every rank on a control communicator; ranks that are
 themselves waiting answer with the operation and round they are in. The lowest responsive rank then
 prints one line ``dmtl: error: MPI rank R stopped responding ...`` naming the silent rank(s) and the
-operation, and calls ``MPI_Abort``. An exception on one rank is announced to the others; if every rank
-failed alike (a configuration error) they all raise it, otherwise the failing rank prints it and aborts.
+operation, and calls ``MPI_Abort``; under dmtl's launcher it also leaves the line in the job folder,
+because hydra's abort can kill a proxy before it forwards the line. An exception on one rank is
+announced to the others; if every rank failed alike (a configuration error) they all raise it,
+otherwise the failing rank prints it and aborts.
 The launcher (:func:`launch`) adds a second guard: it kills the whole process group when no rank has
 shown progress for ``timeout + max(10, timeout / 2)`` seconds.
 
@@ -792,6 +794,7 @@ class MPICommunicator(Communicator):
         self._abort(msg)
 
     def _abort(self, message: str) -> None:
+        _record_abort(self._rank, message)
         sys.stderr.write(f"dmtl: error: {message}; aborting the MPI job\n")
         sys.stderr.flush()
         try:
@@ -863,6 +866,35 @@ class MPICommunicator(Communicator):
                 c.Free()
             except self._MPI.Exception:
                 pass
+
+
+def _record_abort(rank: int, message: str) -> None:
+    """Leave ``message`` in ``$DMTL_ABORT_DIR/abort_<rank>.txt`` for the launcher.
+
+    MPI_Abort makes hydra kill every process at once, and a rank's last stderr line can be lost in the
+    proxy's pipe before it is forwarded; a file written before the abort cannot be.
+    """
+    folder = os.environ.get("DMTL_ABORT_DIR")
+    if not folder:
+        return
+    try:
+        path = Path(folder) / f"abort_{rank}.txt"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(message, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # the stderr line is still there
+
+
+def _recorded_aborts(folder: Path) -> list[str]:
+    """Messages left by :func:`_record_abort`, lowest rank first."""
+    found = []
+    for path in folder.glob("abort_*.txt"):
+        try:
+            found.append((int(path.stem.split("_")[1]), path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return [msg for _, msg in sorted(found)]
 
 
 # -- heartbeat (for the launcher's guard) ---------------------------------------------------------
@@ -957,6 +989,7 @@ def launch_many(
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
             env[var] = threads
         env["DMTL_HEARTBEAT"] = str(heartbeat)
+        env["DMTL_ABORT_DIR"] = str(tmp)
         rc, errors, tail = _supervise(cmd, env, heartbeat, idle_limit, timeout, wall_limit)
         results = []
         for i, out in enumerate(outs):
@@ -982,8 +1015,10 @@ def launch_many(
             exc = pickle.loads(err_file.read_bytes())
             if isinstance(exc, BaseException):
                 failure = exc
-        if failure is None and errors:
-            failure = MPIRunError(errors[0])
+        if failure is None:
+            errors = errors or _recorded_aborts(tmp)
+            if errors:
+                failure = MPIRunError(errors[0])
         if failure is None:
             failure = MPIRunError(
                 f"the MPI job ({procs} processes) exited with status {rc} without a result; last output: "
