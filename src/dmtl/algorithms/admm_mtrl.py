@@ -370,6 +370,7 @@ class ServerState:
         ``Q``, ``p``, ``om`` their eigenvectors and the eigenvalues of P and of Omega.
     W : (K, d) server copy of the weights (``omtl-gradient`` with a learned interaction), else None.
     M : (K, K) interaction matrix (``omtl-gradient``), else None.
+    out, spare : (K, 2d) buffer of the rows sent back; (d, K) buffer for the next V.T (C-ADMM).
     """
 
     order: np.ndarray
@@ -382,6 +383,7 @@ class ServerState:
     W: np.ndarray | None = None
     M: np.ndarray | None = None
     out: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    spare: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 @dataclass
@@ -396,6 +398,7 @@ class OnlineState:
     U, Vb : (k, d) the shared and task parts each task last received (ADMM-Single: its own);
         ``bUV = rho/(rho+eta) (U + Vb)`` (C-ADMM's w step).
     stats : the block's scores and labels, folded into (k, 4) confusion counts (``stats.table``).
+    counts : tasks per local node for gather/scatter; None when every node holds one task.
     server : the replicated server state, or None.
     t : rounds done.
     """
@@ -410,7 +413,7 @@ class OnlineState:
     Vb: np.ndarray
     bUV: np.ndarray
     stats: ScoreLog
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    counts: np.ndarray | None = None
     server: ServerState | None = None
     t: int = 0
     w_pooled: np.ndarray | None = None
@@ -451,7 +454,8 @@ class _OnlineBase(Algorithm):
             Vb=np.zeros((k, d)),
             bUV=np.zeros((k, d)),
             stats=ScoreLog(k),
-            counts=block.tasks_per_node,
+            # None = one row per node everywhere: the communicator's cheaper path (same ledger)
+            counts=None if bool(np.all(problem.placement.tasks_per_node == 1)) else block.tasks_per_node,
         )
 
     def evaluate(self, state: OnlineState, comm: Communicator) -> dict[str, float]:
@@ -496,18 +500,28 @@ class _ADMMParams(_OnlineBase):
         _check_choice(owner, "subgradient", self.subgradient, ("prediction", "margin"))
         _check_choice(owner, "loss", self.loss, ("hinge", "logistic"))
         _check_bool(owner, normalize=self.normalize)
+        r, e = float(self.rho), float(self.eta)
+        # computed once: a C-ADMM round costs tens of microseconds
+        object.__setattr__(self, "_coefs", (e / (r + e), r / (r + e), 1.0 / (r + e)))
+        object.__setattr__(
+            self, "_lams", (r, float(self.lambda2), float(self.lambda1 + self.lambda3), float(self.lambda4))
+        )
 
     @property
     def lam_v(self) -> float:
-        return float(self.lambda1 + self.lambda3)
+        return self._lams[2]  # type: ignore[attr-defined]
 
     @property
     def lam_u(self) -> float:
-        return float(self.lambda2)
+        return self._lams[1]  # type: ignore[attr-defined]
+
+    def _penalties(self) -> tuple[float, float, float, float]:
+        """``(rho, lam_u, lam_v, lambda4)`` as floats."""
+        return self._lams  # type: ignore[attr-defined]
 
     def _w_coefs(self) -> tuple[float, float, float]:
-        r, e = float(self.rho), float(self.eta)
-        return e / (r + e), r / (r + e), 1.0 / (r + e)
+        """``(eta, rho, 1) / (rho + eta)``: the weights of the proximal w step."""
+        return self._coefs  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -562,13 +576,14 @@ class CADMM(_ADMMParams):
         eye = np.eye(K)
         state.server = ServerState(
             order=problem.placement.tasks_of(0, problem.n_nodes),
-            V=np.zeros((K, d)),
+            V=np.zeros((d, K)).T,  # V.T (the reference's d x K array) contiguous, as every later V
             Omega=eye / K,
             P=eye * K,
             Q=eye.copy(),
             p=np.full(K, float(K)),
             om=np.full(K, 1.0 / K),
             out=np.zeros((K, 2 * d)),
+            spare=np.zeros((d, K)),
         )
         return state
 
@@ -576,19 +591,22 @@ class CADMM(_ADMMParams):
         """(u, V) from the gathered rows ``[w_k | z_k]`` (K, 2d); returns rows ``[u | v_k]``."""
         K, d2 = WZ.shape
         d = d2 // 2
-        rho, lam_u, lam_v, lam4 = float(self.rho), self.lam_u, self.lam_v, float(self.lambda4)
-        S = WZ[:, d:] + rho * WZ[:, :d]  # s_k = z_k + rho w_k
+        rho, lam_u, lam_v, lam4 = self._penalties()
+        S = WZ[:, :d] * rho
+        S += WZ[:, d:]  # s_k = z_k + rho w_k
+        out = srv.out
         if self.variant == "reference":
             # operation order as the reference code (its P can hold ~1e9 entries that cancel)
-            u = (1.0 / (lam_v * (lam_u + rho * K) + lam_u * rho)) * (lam_v * S).sum(axis=0)
+            u = (1.0 / (lam_v * (lam_u + rho * K) + lam_u * rho)) * np.add.reduce(lam_v * S, axis=0)
             c_v = lam_u / (lam_u * (lam_v + rho) + rho * K * lam_v)
             Vc = srv.V.T  # the reference's d x K array (contiguous)
             coupling = Vc @ srv.P
             coupling += Vc @ srv.P.T
             coupling *= 0.5 * lam4
-            Vc_new = c_v * S.T
+            Vc_new = np.multiply(S.T, c_v, out=srv.spare)
             Vc_new += coupling
             V = Vc_new.T
+            srv.spare = Vc  # last round's V.T: free from here on
         else:
             Dinv = 1.0 / (lam_v + rho + lam4 * srv.p)
             Qt1 = srv.Q.sum(axis=0)  # Q^T 1
@@ -601,7 +619,6 @@ class CADMM(_ADMMParams):
             self.numerics == "reference" or (self.numerics == "auto" and K <= d)
         )
         srv.Omega, srv.P, srv.Q, srv.p, srv.om = _omega_server(V, reference_numerics)
-        out = srv.out
         out[:, :d] = u
         out[:, d:] = V
         return out
@@ -612,7 +629,7 @@ class CADMM(_ADMMParams):
         x, y = state.feed.get(state.t)
         W, Z = state.W, state.Z
         d = W.shape[1]
-        scores = np.einsum("kd,kd->k", W, x)
+        scores = np.vecdot(W, x)
         state.stats.add(scores, y)
         a, b, c = self._w_coefs()
         if self.loss == "hinge" and self.subgradient == "prediction":
@@ -674,12 +691,12 @@ class ADMMSingle(_ADMMParams):
     def step(self, state: OnlineState, comm: Communicator) -> OnlineState:
         x, y = state.feed.get(state.t)
         W, Z, U, V = state.W, state.Z, state.U, state.Vb
-        scores = np.einsum("kd,kd->k", W, x)
+        scores = np.vecdot(W, x)
         pred = _predict(scores)
         state.stats.add(scores, y)
         coef = _gradient_coef(self.loss, self.subgradient, scores, pred, y, zero_updates=True)
         a, b, c = self._w_coefs()
-        rho, lam_u, lam_v, lam4 = float(self.rho), self.lam_u, self.lam_v, float(self.lambda4)
+        rho, lam_u, lam_v, lam4 = self._penalties()
         W *= a
         W += b * (U + V)
         W -= c * (coef[:, None] * x + Z)
@@ -760,7 +777,7 @@ class OMTLGradient(_OnlineBase):
 
     def step(self, state: OnlineState, comm: Communicator) -> OnlineState:
         x, y = state.feed.get(state.t)
-        scores = np.einsum("kd,kd->k", state.W, x)
+        scores = np.vecdot(state.W, x)
         pred = _predict(scores)
         state.stats.add(scores, y)
         coef = _gradient_coef(self.loss, self.subgradient, scores, pred, y)
@@ -976,7 +993,7 @@ class DADMM(_ADMMParams):
         scores = np.einsum("nd,nd->n", w, x)
         state.stats.add(scores, y, (rows, ks))
         coef = _gradient_coef(self.loss, self.subgradient, scores, _predict(scores), y)
-        rho, lam_u, lam_v, lam4 = float(self.rho), self.lam_u, self.lam_v, float(self.lambda4)
+        rho, lam_u, lam_v, lam4 = self._penalties()
         coef_u = lam_v / (lam_v * (lam_u + rho * K) + lam_u * rho)
         a, b, c = self._w_coefs()
         zk = Zm[rows, ks]
