@@ -117,6 +117,9 @@ class AltGDminState:
     truth_theta: np.ndarray | None = None
 
 
+_MIN_RUN = 4  # tasks per run of a shared basis (on average) below which A_t = X_t U is one batched call
+
+
 def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares coefficients, residuals and node gradients for bases ``U``.
 
@@ -153,9 +156,12 @@ def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.n
         Xb, yb = data.X[a:b], data.y[a:b]
         A = A_all[a:b]
         cuts = np.concatenate([[a], starts[(starts > a) & (starts < b)], [b]])
-        for s, e in zip(cuts[:-1], cuts[1:], strict=True):
-            basis = U[0] if shared else U[data.node[s]]
-            np.matmul(data.X[s:e].reshape(-1, d), basis, out=A[s - a : e - a].reshape(-1, r))
+        if (b - a) >= _MIN_RUN * (len(cuts) - 1):
+            for s, e in zip(cuts[:-1], cuts[1:], strict=True):
+                basis = U[0] if shared else U[data.node[s]]
+                np.matmul(data.X[s:e].reshape(-1, d), basis, out=A[s - a : e - a].reshape(-1, r))
+        else:  # few tasks per node: one batched call beats a Python loop over the runs
+            np.matmul(Xb, U[data.node[a:b]], out=A)
         Bb = batched_lstsq(A, yb)
         B[a:b] = Bb
         resid = np.matmul(A, Bb[:, :, None])[:, :, 0] - yb
