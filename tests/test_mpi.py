@@ -64,6 +64,17 @@ EXTRA = {
     "altgdmin-7nodes": [*SMALL, "topology.nodes=7", "algorithm.name=altgdmin"],
     "dec-3nodes": [*SMALL, "topology.nodes=3", "algorithm.name=dec-altgdmin"],
     "dif-central-init": [*SMALL, "algorithm.name=dif-altgdmin", "algorithm.init_method=centralized"],
+    # a lossy channel: the same drops and rounding draws on every shard
+    "dif-faults": [
+        *SMALL,
+        "topology.nodes=7",
+        "algorithm.name=dif-altgdmin",
+        "faults.drop_prob=0.25",
+        "faults.compression=quantize",
+        "faults.bits=5",
+    ],
+    "dadmm-faults": [*algorithm_overrides("d-admm"), "faults.drop_prob=0.3", "faults.compression=topk"],
+    "dem-faults": [*algorithm_overrides("d-em"), "faults.drop_prob=0.2"],
 }
 CASES = {**{name: algorithm_overrides(name) for name in sorted(ALGORITHMS)}, **EXTRA}
 

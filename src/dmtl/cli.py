@@ -53,7 +53,9 @@ def _print_summary(summary: dict, out: Path | None) -> None:
     for key, value in sorted(summary["final_metrics"].items()):
         print(f"  {key:>12} = {value:.6g}")
     print(
-        f"  messages {led['messages']:.0f}, bytes {led['bytes']:.4g}, communication rounds "
+        f"  messages {led['messages']:.0f}"
+        + (f" ({led['lost']:.0f} lost)" if led.get("lost") else "")
+        + f", bytes {led['bytes']:.4g}, communication rounds "
         f"{led['comm_rounds']:.0f}, virtual time {led['virtual_time']:.4g} s, "
         f"wall {summary['wall_time']:.3g} s"
     )

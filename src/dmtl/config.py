@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "server_bandwidth": 1.25e8,
         "compute_rate": 1e9,
     },
+    # the channel of graph links (dmtl.network.channel): all defaults = perfect links
+    "faults": {"drop_prob": 0.0, "compression": "none", "bits": 8, "topk": 0.1},
     "output": {"plots": True, "progress": "auto"},
 }
 
@@ -68,6 +70,10 @@ _TYPES: dict[str, Any] = {
     "clock.link_bandwidth": float,
     "clock.server_bandwidth": float,
     "clock.compute_rate": float,
+    "faults.drop_prob": float,
+    "faults.compression": str,
+    "faults.bits": int,
+    "faults.topk": float,
     "output.plots": bool,
     "output.progress": (str, bool),
 }
@@ -75,6 +81,7 @@ _TYPES: dict[str, Any] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "backend.name": ("local", "mpi"),
     "output.progress": ("auto", "on", "off"),
+    "faults.compression": ("none", "quantize", "topk"),
 }
 
 _MINIMUM: dict[str, float] = {
@@ -84,6 +91,8 @@ _MINIMUM: dict[str, float] = {
     "backend.procs": 1,
     "backend.timeout": 0.0,
     "backend.blas_threads": 1,
+    "faults.drop_prob": 0.0,
+    "faults.bits": 2,
 }
 
 

@@ -24,6 +24,7 @@ from dmtl.algorithms.base import Algorithm, make_algorithm
 from dmtl.config import load_config
 from dmtl.data import build
 from dmtl.errors import ConfigError
+from dmtl.network.channel import Channel
 from dmtl.network.comm import Communicator
 from dmtl.network.ledger import ClockModel
 from dmtl.network.topology import MixingMatrix, Topology, make_topology, mixing_matrix
@@ -90,14 +91,18 @@ def make_communicator(
     clock = ClockModel(**config["clock"])
     n = config["topology"]["nodes"]
     name = config["backend"]["name"]
+    seed = int(RunStreams(config["seed"]).seed_sequence("channel").generate_state(1, np.uint64)[0] >> 1)
+    channel = Channel.from_config(config["faults"], seed)
     if name == "local":
         from dmtl.backends.local import LocalCommunicator
 
-        return LocalCommunicator(n, clock, topology, mixing)
+        return LocalCommunicator(n, clock, topology, mixing, channel=channel)
     if name == "mpi":
         from dmtl.backends.mpi import MPICommunicator
 
-        return MPICommunicator(n, clock, topology, mixing, timeout=config["backend"]["timeout"])
+        return MPICommunicator(
+            n, clock, topology, mixing, timeout=config["backend"]["timeout"], channel=channel
+        )
     raise ConfigError(f"backend.name must be 'local' or 'mpi', got {name!r}")
 
 
@@ -147,6 +152,12 @@ def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool |
     problem = build_problem(cfg, streams)
     topology, mixing = build_network(cfg, streams)
     comm = make_communicator(cfg, topology, mixing)
+    if comm.channel is not None and algorithm.network == "server":
+        raise ConfigError(
+            f"the faults section applies to graph links (comm.mix, comm.neighbors), but {algorithm.name} "
+            "talks only to the server, so it would change nothing; drop the faults settings or choose "
+            "an algorithm that gossips (see `dmtl list`)"
+        )
     threads = cfg["backend"]["blas_threads"]
     limits: Any = contextlib.nullcontext()
     if threads is not None and cfg["backend"]["name"] == "local":  # MPI ranks get it from the launcher

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmtl.network.channel import Channel
 from dmtl.network.comm import Communicator
 from dmtl.network.ledger import ClockModel
 from dmtl.network.topology import MixingMatrix, Topology
@@ -23,6 +24,10 @@ class LocalCommunicator(Communicator):
         Number of nodes.
     clock : ClockModel, optional
         Virtual clock parameters.
+    topology, mixing : optional
+        The communication graph and its default mixing weights.
+    channel : Channel, optional
+        A lossy channel for graph links (the run's ``faults:`` section).
     """
 
     backend = "local"
@@ -33,8 +38,9 @@ class LocalCommunicator(Communicator):
         clock: ClockModel | None = None,
         topology: Topology | None = None,
         mixing: MixingMatrix | None = None,
+        channel: Channel | None = None,
     ) -> None:
-        super().__init__(n_nodes, 0, n_nodes, clock, topology, mixing)
+        super().__init__(n_nodes, 0, n_nodes, clock, topology, mixing, channel)
 
     def _mix(self, flat: np.ndarray, W: MixingMatrix, rounds: int) -> np.ndarray:
         M = W.matrix

@@ -86,6 +86,7 @@ import numpy as np
 from scipy import sparse
 
 from dmtl.errors import ConfigError, DmtlError
+from dmtl.network.channel import Channel
 from dmtl.network.comm import Communicator
 from dmtl.network.ledger import PHASE_REDUCE, ClockModel
 from dmtl.network.topology import MixingMatrix, Topology
@@ -261,6 +262,8 @@ class MPICommunicator(Communicator):
         Seconds a rank may wait for another in one exchange before the job is aborted (0: forever).
     comm : mpi4py communicator, optional
         Default ``MPI.COMM_WORLD``.
+    channel : Channel, optional
+        A lossy channel for graph links (the run's ``faults:`` section).
 
     Raises
     ------
@@ -278,6 +281,7 @@ class MPICommunicator(Communicator):
         mixing: MixingMatrix | None = None,
         timeout: float = 60.0,
         comm: Any = None,
+        channel: Channel | None = None,
     ) -> None:
         MPI = _import_mpi()
         self._MPI = MPI
@@ -288,7 +292,7 @@ class MPICommunicator(Communicator):
         bounds = shard_bounds(int(n_nodes), self._size)
         self.bounds = bounds
         super().__init__(
-            n_nodes, int(bounds[self._rank]), int(bounds[self._rank + 1]), clock, topology, mixing
+            n_nodes, int(bounds[self._rank]), int(bounds[self._rank + 1]), clock, topology, mixing, channel
         )
         self.timeout = float(timeout)
         self._grace = min(1.0, max(0.2, 0.2 * self.timeout)) if self.timeout > 0 else 1.0

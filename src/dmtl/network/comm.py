@@ -25,6 +25,10 @@ Primitives
 
 The server's computation is deterministic and, on sharded backends, may be replicated on every shard;
 the ledger counts it once, as the algorithm's messages.
+
+With a lossy :class:`~dmtl.network.channel.Channel` (``comm.channel``, the run's ``faults:`` section)
+``mix`` and ``neighbors`` deliver what the channel lets through: one round at a time, as a weighted sum
+of the received rows, identically on every backend.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from dmtl.network.ledger import FLOAT_BYTES, ClockModel, Ledger
+from dmtl.network.channel import Channel
+from dmtl.network.ledger import ClockModel, Ledger
 from dmtl.network.topology import MixingMatrix, Topology
 
 __all__ = ["Communicator", "Neighborhood"]
@@ -94,6 +99,8 @@ class Communicator(ABC):
         The communication graph (``None`` for server-only networks).
     mixing : MixingMatrix, optional
         The default mixing weights on ``topology``.
+    channel : Channel, optional
+        A lossy channel for graph links (None: every message arrives as sent).
     """
 
     backend: str = "abstract"
@@ -106,6 +113,7 @@ class Communicator(ABC):
         clock: ClockModel | None = None,
         topology: Topology | None = None,
         mixing: MixingMatrix | None = None,
+        channel: Channel | None = None,
     ) -> None:
         self.topology = topology
         self.mixing = mixing
@@ -114,6 +122,9 @@ class Communicator(ABC):
         self.stop = int(stop)
         self.ledger = Ledger(self.n_nodes, clock or ClockModel(), rows=slice(self.start, self.stop))
         self._flood_cache: dict[tuple[int, int], list[sparse.csr_array]] = {}
+        self.channel = channel if channel is not None and channel.active else None
+        self._channel_calls = 0  # gossip rounds through the channel so far (the draws' counter)
+        self._entries_cache: dict[int, tuple[Any, tuple[sparse.csr_array, np.ndarray, np.ndarray]]] = {}
 
     def require_graph(self, what: str, doubly_stochastic: bool = True) -> MixingMatrix:
         """The mixing weights, after checking that ``what`` can run on this network."""
@@ -164,6 +175,11 @@ class Communicator(ABC):
             return X.copy()
         shape = X.shape
         flat = np.ascontiguousarray(X.reshape(self.n_local, -1), dtype=np.float64)
+        if self.channel is not None:
+            for _ in range(rounds):
+                hood = self._lossy_neighbors(flat, W)
+                flat = hood.weighted_sum()
+            return flat.reshape(shape)
         out = self._mix(flat, W, rounds)
         self.ledger.record_links(
             id(W.matrix), W.matrix, W.offdiag_count_out, W.offdiag_count_in, flat.shape[1], rounds
@@ -174,12 +190,17 @@ class Communicator(ABC):
         """Every node of the block receives the rows of its in-neighbours under ``W``'s pattern."""
         X = self._check_block(X, "neighbors")
         flat = np.ascontiguousarray(X.reshape(self.n_local, -1), dtype=np.float64)
-        Wl = W.matrix[self.start : self.stop]
-        Wl = sparse.csr_array(Wl)
-        Wl.sort_indices()
-        sources = Wl.indices.astype(np.int64)
+        if self.channel is not None:
+            hood = self._lossy_neighbors(flat, W)
+            return Neighborhood(
+                hood.indptr,
+                hood.sources,
+                hood.weights,
+                hood.rows.reshape((-1,) + X.shape[1:]),
+                hood.receivers,
+            )
+        Wl, sources, receivers = self._local_entries(W)
         rows = self._neighbor_rows(flat, W, sources)
-        receivers = np.repeat(np.arange(self.n_local), np.diff(Wl.indptr))
         self.ledger.record_links(
             id(W.matrix), W.matrix, W.offdiag_count_out, W.offdiag_count_in, flat.shape[1], 1
         )
@@ -188,6 +209,54 @@ class Communicator(ABC):
             sources=sources,
             weights=Wl.data.astype(np.float64),
             rows=rows.reshape((len(sources),) + X.shape[1:]),
+            receivers=receivers,
+        )
+
+    def _local_entries(self, W: MixingMatrix) -> tuple[sparse.csr_array, np.ndarray, np.ndarray]:
+        """The block's rows of ``W`` (sorted CSR), each entry's source (global) and receiver (local)."""
+        cached = self._entries_cache.get(id(W.matrix))
+        if cached is not None and cached[0] is W.matrix:
+            return cached[1]
+        Wl = sparse.csr_array(W.matrix[self.start : self.stop])
+        Wl.sort_indices()
+        sources = Wl.indices.astype(np.int64)
+        receivers = np.repeat(np.arange(self.n_local), np.diff(Wl.indptr))
+        if len(self._entries_cache) >= 16:
+            self._entries_cache.pop(next(iter(self._entries_cache)))
+        self._entries_cache[id(W.matrix)] = (W.matrix, (Wl, sources, receivers))
+        return Wl, sources, receivers
+
+    def _lossy_neighbors(self, flat: np.ndarray, W: MixingMatrix) -> Neighborhood:
+        """One gossip round through ``self.channel``: what each node received (flat rows).
+
+        Senders compress their rows; a lost message is replaced by the receiver's own row; the
+        diagonal entry is the node's own, uncompressed row. Recorded like a perfect round, plus the
+        lost messages.
+        """
+        channel = self.channel
+        assert channel is not None
+        call = self._channel_calls
+        self._channel_calls += 1
+        Wl, sources, receivers = self._local_entries(W)
+        own_ids = np.arange(self.start, self.stop, dtype=np.int64)
+        sent = channel.compress(flat, call, own_ids)
+        rows = np.asarray(self._neighbor_rows(sent, W, sources), dtype=np.float64)  # a fresh array
+        gids = receivers + self.start
+        arrived = channel.delivered(call, gids, sources)
+        own = (sources == gids) | ~arrived
+        rows[own] = flat[receivers[own]]
+        f = flat.shape[1]
+        nbytes = channel.message_bytes(f)
+        self.ledger.record_links(
+            id(W.matrix), W.matrix, W.offdiag_count_out, W.offdiag_count_in, channel.kept_values(f), 1, nbytes
+        )
+        lost = np.bincount(receivers[~arrived], minlength=self.n_local)
+        self.ledger.record_lost(lost, channel.kept_values(f), nbytes)
+        return Neighborhood(
+            indptr=Wl.indptr.astype(np.int64),
+            sources=sources,
+            weights=Wl.data.astype(np.float64),
+            rows=rows,
             receivers=receivers,
         )
 
@@ -321,21 +390,23 @@ class Communicator(ABC):
         table = self._reduce_phases(led.phase_table())
         kinds = led.phase_kinds()
         seconds = led.phase_seconds(table, kinds)
-        floats = float(table[:, 1].sum()) if len(table) else 0.0
+        total = table.sum(axis=0) if len(table) else np.zeros(table.shape[1])
         return {
-            "messages": float(table[:, 0].sum()) if len(table) else 0.0,
-            "floats": floats,
-            "bytes": floats * FLOAT_BYTES,
+            "messages": float(total[0]),
+            "floats": float(total[1]),
+            "bytes": float(total[5]),
+            "lost": float(total[6]),
             "comm_rounds": float(led.comm_rounds),
             "virtual_time": float(seconds.sum()),
         }
 
     def node_ledger(self) -> dict[str, np.ndarray]:
-        """Per-node (messages, floats, bytes) sent, received, uploaded and downloaded: (n_nodes, 3) each."""
+        """Per-node (messages, floats, bytes) sent, received, lost (sent to the node, dropped by the
+        channel), uploaded and downloaded: (n_nodes, 3) each."""
         led = self.ledger
         return {
             name: self._reduce_nodes(getattr(led, name))
-            for name in ("sent", "received", "uploaded", "downloaded")
+            for name in ("sent", "received", "lost", "uploaded", "downloaded")
         }
 
     def _global_offset(self, counts: np.ndarray) -> int:

@@ -71,8 +71,8 @@ class ClockModel:
 
 
 # How the columns of a phase record combine across shards: messages, floats, max node bytes,
-# server bytes, seconds.
-PHASE_REDUCE = ("sum", "sum", "max", "sum", "max")
+# server bytes, seconds, bytes, messages lost.
+PHASE_REDUCE = ("sum", "sum", "max", "sum", "max", "sum", "sum")
 
 
 _KINDS = ("link", "up", "down", "compute")
@@ -106,12 +106,14 @@ class Ledger:
         if self.rows is None:
             self.rows = slice(0, n)
         self._tables = {name: np.zeros((n, 3)) for name in ("sent", "received", "uploaded", "downloaded")}
-        self._buf = np.zeros((64, 6))  # kind code, messages, floats, max node bytes, server bytes, seconds
+        # kind code, messages, floats, max node bytes, server bytes, seconds, bytes, messages lost
+        self._buf = np.zeros((64, 8))
         self._len = 0
         # id(matrix) -> [matrix, rounds]; holding the matrix keeps its id unique
         self._patterns: dict[int, list] = {}
-        # (id(matrix), floats per message) -> [rounds, in_counts, out_counts]
-        self._link_pending: dict[tuple[int, int], list] = {}
+        # (id(matrix), floats per message, bytes per message) -> [rounds, in_counts, out_counts]
+        self._link_pending: dict[tuple[int, int, float], list] = {}
+        self._lost = np.zeros((n, 3))  # messages, floats, bytes lost on the way to each node
         # id(matrix) -> (local messages per round, busiest node's messages per round)
         self._link_stats: dict[int, tuple[float, float]] = {}
         # (table, floats per row, counts key) -> [calls, counts or None]
@@ -128,21 +130,24 @@ class Ledger:
         in_counts: np.ndarray,
         floats_per_message: int,
         rounds: int,
+        bytes_per_message: float | None = None,
     ) -> None:
         """Record ``rounds`` gossip rounds over ``pattern`` (messages counted at the receiver).
 
         ``out_counts``/``in_counts`` are the global per-node message counts of one round; only the
         receiving rows this shard owns are credited so that summing over shards counts each message
-        once. Senders are credited by the shard that owns the sender.
+        once. Senders are credited by the shard that owns the sender. ``bytes_per_message`` defaults
+        to ``floats_per_message`` float64 values (less under compression).
         """
         if rounds <= 0:
             return
         use = self._patterns.setdefault(pattern_key, [pattern, 0])
         use[1] += rounds
         f = int(floats_per_message)
-        pending = self._link_pending.get((pattern_key, f))
+        b = float(f * FLOAT_BYTES if bytes_per_message is None else bytes_per_message)
+        pending = self._link_pending.get((pattern_key, f, b))
         if pending is None:
-            self._link_pending[(pattern_key, f)] = [rounds, in_counts, out_counts]
+            self._link_pending[(pattern_key, f, b)] = [rounds, in_counts, out_counts]
         else:
             pending[0] += rounds
         stats = self._link_stats.get(pattern_key)
@@ -150,10 +155,20 @@ class Ledger:
             busiest = float(np.max(np.maximum(in_counts, out_counts), initial=0))
             stats = self._link_stats[pattern_key] = (float(np.sum(in_counts[self.rows])), busiest)
         msgs, busiest = stats
-        node_bytes = busiest * f * FLOAT_BYTES
+        node_bytes = busiest * b
         seconds = self.clock.latency + node_bytes / self.clock.link_bandwidth
-        self._phases(0, msgs, msgs * f, node_bytes, 0.0, seconds, rounds)
+        self._phases(0, msgs, msgs * f, node_bytes, 0.0, seconds, rounds, msgs * b)
         self.comm_rounds += rounds
+
+    def record_lost(self, per_node: np.ndarray, floats_per_message: int, bytes_per_message: float) -> None:
+        """Messages of the last recorded gossip round that never arrived, per receiving local node.
+
+        They were sent (and stay in ``sent`` and in the byte totals); ``received`` no longer counts
+        them, and the totals count them as ``lost``.
+        """
+        c = np.asarray(per_node, dtype=float)
+        self._lost[self.rows] += np.stack([c, c * floats_per_message, c * bytes_per_message], 1)
+        self._buf[self._len - 1, 7] += float(c.sum())
 
     def record_server(self, direction: str, counts: np.ndarray | None, floats_per_row: int) -> None:
         """Record one upload (``direction='up'``) or download (``'down'``) phase.
@@ -184,12 +199,15 @@ class Ledger:
             self._server_pending[(table, f, key)] = [1, counts]
         else:
             pending[0] += 1
-        self._phases(1 if direction == "up" else 2, msgs, floats, node_bytes, floats * FLOAT_BYTES, 0.0, 1)
+        server_bytes = floats * FLOAT_BYTES
+        self._phases(
+            1 if direction == "up" else 2, msgs, floats, node_bytes, server_bytes, 0.0, 1, server_bytes
+        )
         self.comm_rounds += 1
 
     def record_compute(self, seconds_per_node: np.ndarray) -> None:
         """Record one local computation phase (``max`` over nodes of the given durations)."""
-        self._phases(3, 0.0, 0.0, 0.0, 0.0, float(np.max(seconds_per_node, initial=0.0)), 1)
+        self._phases(3, 0.0, 0.0, 0.0, 0.0, float(np.max(seconds_per_node, initial=0.0)), 1, 0.0)
 
     def _phases(
         self,
@@ -200,23 +218,24 @@ class Ledger:
         server_bytes: float,
         seconds: float,
         count: int,
+        nbytes: float,
     ) -> None:
         end = self._len + count
         if end > len(self._buf):
-            grown = np.zeros((max(2 * len(self._buf), end), 6))
+            grown = np.zeros((max(2 * len(self._buf), end), self._buf.shape[1]))
             grown[: self._len] = self._buf[: self._len]
             self._buf = grown
-        self._buf[self._len : end] = (kind, msgs, floats, node_bytes, server_bytes, seconds)
+        self._buf[self._len : end] = (kind, msgs, floats, node_bytes, server_bytes, seconds, nbytes, 0.0)
         self._len = end
 
     # -- reading ---------------------------------------------------------------------------------
     def _flush(self) -> None:
         """Spread the pending per-pattern counts over the per-node tables."""
         rows = self.rows
-        for (_, f), (rounds, in_counts, out_counts) in self._link_pending.items():
+        for (_, f, b), (rounds, in_counts, out_counts) in self._link_pending.items():
             for name, counts in (("received", in_counts), ("sent", out_counts)):
                 c = counts[rows].astype(float) * rounds
-                self._tables[name][rows] += np.stack([c, c * f, c * f * FLOAT_BYTES], 1)
+                self._tables[name][rows] += np.stack([c, c * f, c * b], 1)
         self._link_pending.clear()
         n_local = rows.stop - rows.start
         for (name, f, _), (calls, counts) in self._server_pending.items():
@@ -236,8 +255,13 @@ class Ledger:
 
     @property
     def received(self) -> np.ndarray:
-        """(n_nodes, 3): messages, floats, bytes each node received over graph links."""
-        return self._table("received")
+        """(n_nodes, 3): messages, floats, bytes each node received over graph links (lost ones not)."""
+        return self._table("received") - self._lost
+
+    @property
+    def lost(self) -> np.ndarray:
+        """(n_nodes, 3): messages, floats, bytes sent to each node that the channel dropped."""
+        return self._lost.copy()
 
     @property
     def uploaded(self) -> np.ndarray:
@@ -250,7 +274,8 @@ class Ledger:
         return self._table("downloaded")
 
     def phase_table(self) -> np.ndarray:
-        """Phases as an array with columns messages, floats, max node bytes, server bytes, seconds.
+        """Phases as an array with columns messages, floats, max node bytes, server bytes, seconds,
+        bytes, messages lost.
 
         The local part only; see :meth:`Communicator.ledger_totals` for the reduced view.
         """
