@@ -17,7 +17,9 @@ in two seeded, reproducible ways, configured in the run's ``faults:`` section:
     * ``"topk"``: the ``ceil(topk * f)`` largest-magnitude entries of each message of ``f`` values, each
       sent as a float64 value and an int32 index (biased; no error feedback).
 
-    A node's own value (the diagonal term of ``W X``) is never compressed.
+    A node's own value (the diagonal term of ``W X``) is never compressed. The ledger counts the bytes
+    of the encoded message; the MPI backend moves the decoded values as float64 (its transport view,
+    ``summary["transport"]``, shows those bytes).
 
 Randomness never comes from a generator's state: every draw is a counter-based hash of
 ``(seed, call, receiver, sender)`` (drops) or ``(seed, call, sender, coordinate)`` (stochastic rounding),
