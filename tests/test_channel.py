@@ -76,6 +76,10 @@ def test_topk_keeps_the_largest_entries() -> None:
     np.testing.assert_array_equal(out[0], [0, -5.0, 0, 0, 3.0, 0, 0, 0])
     np.testing.assert_array_equal(out[1], [1, 1, 0, 0, 0, 0, 0, 0])  # ties: the lower indices
     assert ch.kept_values(8) == 2 and ch.message_bytes(8) == 2 * 12
+    # no float error in the count (0.07 * 100 = 7.000000000000001), never more bytes than the dense row
+    assert Channel(compression="topk", topk=0.07).kept_values(100) == 7
+    assert Channel(compression="topk", topk=0.9).message_bytes(100) == 800
+    assert Channel(compression="quantize").compress(np.zeros((3, 0)), 0, np.arange(3)).shape == (3, 0)
 
 
 # -- through the communicator ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from scipy import sparse
 
 from dmtl.backends.local import LocalCommunicator
+from dmtl.errors import TopologyError
 from dmtl.network.ledger import ClockModel
 from dmtl.network.topology import path, ring
 
@@ -133,3 +134,38 @@ def test_custom_sparse_weights_count_only_their_support():
     comm = LocalCommunicator(4, topology=top, mixing=W)
     comm.mix(np.ones((4, 1)), W)
     assert comm.ledger_totals()["messages"] == 3
+
+
+def test_bad_server_and_graph_arguments_name_the_primitive(ring4):
+    top, W, comm = ring4
+    with pytest.raises(ValueError, match=r"comm.scatter expects 4 rows \(one per node\)"):
+        comm.scatter(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="comm.scatter counts must be 4 non-negative row counts"):
+        comm.scatter(np.ones((10, 2)), counts=np.array([1, 1, 1]))
+    with pytest.raises(ValueError, match=r"comm.scatter counts must sum .* to Y.shape\[0\]=10"):
+        comm.scatter(np.ones((10, 2)), counts=np.array([1, 1, 1, 1]))
+    with pytest.raises(ValueError, match="comm.gather counts must be 4 non-negative"):
+        comm.gather(np.ones((4, 2)), counts=np.array([3, -1, 1, 1]))
+    with pytest.raises(ValueError, match=r"comm.mix needs 4 x 4 mixing weights"):
+        comm.mix(np.ones((4, 2)), ring(5).mixing("metropolis"))
+    with pytest.raises(TopologyError, match="flood source must be a node id in 0..3, got -1"):
+        comm.flood(np.ones(2), source=-1, topology=top)
+    assert comm.ledger_totals()["messages"] == 0  # nothing was recorded by the refused calls
+
+
+def test_the_ledger_copies_the_counts_it_keeps(ring4):
+    _, _, comm = ring4
+    counts = np.array([1, 2, 0, 1], dtype=np.int64)
+    comm.gather(np.ones((4, 3)), counts)
+    counts[:] = [4, 0, 0, 0]  # the caller reuses its buffer
+    comm.gather(np.ones((4, 3)), counts)
+    np.testing.assert_array_equal(comm.node_ledger()["uploaded"][:, 1], [15, 6, 0, 3])
+
+
+def test_a_single_node_gossips_with_nobody():
+    top = ring(1)
+    comm = LocalCommunicator(1, topology=top, mixing=top.mixing("metropolis"))
+    out = comm.mix(np.arange(3.0)[None], comm.mixing, rounds=5)
+    np.testing.assert_array_equal(out, [[0.0, 1.0, 2.0]])
+    tot = comm.ledger_totals()
+    assert (tot["messages"], tot["comm_rounds"], tot["virtual_time"]) == (0, 0, 0)

@@ -15,7 +15,8 @@ in two seeded, reproducible ways, configured in the run's ``faults:`` section:
     * ``"quantize"``: unbiased stochastic rounding of ``x / max|x|`` to ``2^(bits-1) - 1`` levels per
       sign (QSGD, Alistarh et al. 2017): ``bits`` bits per value plus one float64 scale per message.
     * ``"topk"``: the ``ceil(topk * f)`` largest-magnitude entries of each message of ``f`` values, each
-      sent as a float64 value and an int32 index (biased; no error feedback).
+      sent as a float64 value and an int32 index, or as the dense row when that is smaller (biased;
+      no error feedback).
 
     A node's own value (the diagonal term of ``W X``) is never compressed. The ledger counts the bytes
     of the encoded message; the MPI backend moves the decoded values as float64 (its transport view,
@@ -39,6 +40,7 @@ Communication-efficient SGD via gradient quantization and encoding", NeurIPS 201
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +105,12 @@ class Channel:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("bits", "seed"):  # numpy integers too
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"the channel's seed must be an integer, got {self.seed!r}")
         p = self.drop_prob
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ConfigError(f"faults.drop_prob must be a number in [0, 1), got {p!r}")
@@ -137,7 +145,8 @@ class Channel:
     def kept_values(self, f: int) -> int:
         """Values a compressed message of ``f`` values carries."""
         if self.compression == "topk":
-            return min(f, max(1, math.ceil(self.topk * f)))
+            # the small slack keeps e.g. 0.07 * 100 = 7.000000000000001 at 7
+            return min(f, max(1, math.ceil(self.topk * f - 1e-9)))
         return f
 
     def message_bytes(self, f: int) -> float:
@@ -145,11 +154,14 @@ class Channel:
         if self.compression == "quantize":
             return math.ceil(f * self.bits / 8) + 8.0
         if self.compression == "topk":
-            return self.kept_values(f) * 12.0  # float64 value + int32 index
+            # float64 value + int32 index per kept entry, or the dense row when that is smaller
+            return min(self.kept_values(f) * 12.0, 8.0 * f)
         return 8.0 * f
 
     def compress(self, X: np.ndarray, call: int, nodes: np.ndarray) -> np.ndarray:
         """What the senders ``nodes`` (global ids, one per row of ``X`` (n, f)) put on the wire."""
+        if X.size == 0:
+            return X
         if self.compression == "quantize":
             return self._quantize(X, call, nodes)
         if self.compression == "topk":

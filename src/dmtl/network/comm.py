@@ -169,6 +169,7 @@ class Communicator(ABC):
     def mix(self, X: np.ndarray, W: MixingMatrix, rounds: int = 1) -> np.ndarray:
         """Return ``W^rounds X`` for the block: ``rounds`` gossip rounds over ``W``'s graph."""
         X = self._check_block(X, "mix")
+        self._check_weights(W, "mix")
         if rounds < 0:
             raise ValueError(f"comm.mix rounds must be >= 0, got {rounds}")
         if rounds == 0:
@@ -189,6 +190,7 @@ class Communicator(ABC):
     def neighbors(self, X: np.ndarray, W: MixingMatrix) -> Neighborhood:
         """Every node of the block receives the rows of its in-neighbours under ``W``'s pattern."""
         X = self._check_block(X, "neighbors")
+        self._check_weights(W, "neighbors")
         flat = np.ascontiguousarray(X.reshape(self.n_local, -1), dtype=np.float64)
         if self.channel is not None:
             hood = self._lossy_neighbors(flat, W)
@@ -211,6 +213,13 @@ class Communicator(ABC):
             rows=rows.reshape((len(sources),) + X.shape[1:]),
             receivers=receivers,
         )
+
+    def _check_weights(self, W: MixingMatrix, what: str) -> None:
+        if W.matrix.shape != (self.n_nodes, self.n_nodes):
+            raise ValueError(
+                f"comm.{what} needs {self.n_nodes} x {self.n_nodes} mixing weights (one row per node), "
+                f"got {W.matrix.shape[0]} x {W.matrix.shape[1]}"
+            )
 
     def _local_entries(self, W: MixingMatrix) -> tuple[sparse.csr_array, np.ndarray, np.ndarray]:
         """The block's rows of ``W`` (sorted CSR), each entry's source (global) and receiver (local)."""
@@ -269,6 +278,9 @@ class Communicator(ABC):
         given on every shard but only the source's copy is used.
         """
         topology.require_connected("flooding")
+        source = topology._check_node(source, "flood source")
+        if topology.n_nodes != self.n_nodes:
+            raise ValueError(f"comm.flood needs a {self.n_nodes}-node topology, got {topology.n_nodes} nodes")
         value = np.ascontiguousarray(value, dtype=np.float64)
         levels = self._flood_levels(topology, source)
         value = self._bcast_from(value, self.owner_of(source))
@@ -324,14 +336,27 @@ class Communicator(ABC):
     def scatter(self, Y: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
         """The server sends each node its own rows of the global array ``Y``; returns the block's rows."""
         Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim == 0:
+            raise ValueError("comm.scatter expects a global array with one row per node (or per task)")
         row = math.prod(Y.shape[1:])
         if counts is None:  # one row per node: the block's rows are its nodes'
+            if Y.shape[0] != self.n_nodes:
+                raise ValueError(
+                    f"comm.scatter expects {self.n_nodes} rows (one per node) without counts, got shape "
+                    f"{Y.shape}; pass counts=rows per local node otherwise"
+                )
             self.ledger.record_server("down", None, row)
             return Y[self.start : self.stop].copy()
-        counts = np.asarray(counts)
+        counts = self._check_counts(counts, "scatter")
         offset = self._global_offset(counts)
+        end = offset + int(counts.sum())
+        if end > Y.shape[0] or (self.stop == self.n_nodes and end != Y.shape[0]):
+            raise ValueError(
+                f"comm.scatter counts must sum (over all nodes) to Y.shape[0]={Y.shape[0]}; this block's "
+                f"rows end at {end}"
+            )
         self.ledger.record_server("down", counts, row)
-        return Y[offset : offset + int(counts.sum())].copy()
+        return Y[offset:end].copy()
 
     def server_step(
         self,
@@ -361,11 +386,20 @@ class Communicator(ABC):
         if counts is None:
             self._check_block(X, "gather")
             return None
-        counts = np.asarray(counts, dtype=np.int64)
-        if counts.shape != (self.n_local,) or counts.sum() != X.shape[0]:
+        counts = self._check_counts(counts, "gather")
+        if counts.sum() != X.shape[0]:
             raise ValueError(
-                f"comm.gather counts must have shape ({self.n_local},) and sum to X.shape[0]="
-                f"{X.shape[0]}, got shape {counts.shape} summing to {counts.sum()}"
+                f"comm.gather counts must sum to X.shape[0]={X.shape[0]} (rows per local node), got "
+                f"{counts.sum()}"
+            )
+        return counts
+
+    def _check_counts(self, counts: Any, what: str) -> np.ndarray:
+        counts = np.array(counts, dtype=np.int64)  # a copy: the ledger keeps it
+        if counts.shape != (self.n_local,) or (counts < 0).any():
+            raise ValueError(
+                f"comm.{what} counts must be {self.n_local} non-negative row counts (one per local node), "
+                f"got {counts!r}"
             )
         return counts
 

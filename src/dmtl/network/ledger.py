@@ -155,6 +155,9 @@ class Ledger:
             busiest = float(np.max(np.maximum(in_counts, out_counts), initial=0))
             stats = self._link_stats[pattern_key] = (float(np.sum(in_counts[self.rows])), busiest)
         msgs, busiest = stats
+        if busiest == 0:  # nobody sends (e.g. a single node): no communication round, no latency
+            self._phases(0, 0.0, 0.0, 0.0, 0.0, 0.0, rounds, 0.0)
+            return
         node_bytes = busiest * b
         seconds = self.clock.latency + node_bytes / self.clock.link_bandwidth
         self._phases(0, msgs, msgs * f, node_bytes, 0.0, seconds, rounds, msgs * b)
@@ -185,7 +188,7 @@ class Ledger:
             floats = float(n_local * f)
             node_bytes = float(f * FLOAT_BYTES) if n_local else 0.0
         else:
-            counts = np.asarray(counts, dtype=np.int64)
+            counts = np.array(counts, dtype=np.int64)  # a copy: read again when the tables are built
             key = counts.tobytes()
             stats = self._count_stats.get(key)
             if stats is None:

@@ -305,10 +305,18 @@ class MixingMatrix:
         """
         if self.is_doubly_stochastic(tol):
             return
+        if self.topology is not None and self.topology.directed:
+            fix = (
+                "on a directed graph 'uniform' weights are doubly stochastic only when the graph is "
+                "regular (every node with the same number of in- and out-neighbours, e.g. directed_ring); "
+                "otherwise pass custom doubly stochastic weights or use an undirected topology with "
+                "kind='metropolis'"
+            )
+        else:
+            fix = "use kind='metropolis' or normalise them"
         raise TopologyError(
             f"{what} needs doubly stochastic mixing weights, but the {self.kind!r} weights have "
-            f"row sums in {_range(self.row_sums)} and column sums in {_range(self.column_sums)}; "
-            "use kind='metropolis' or normalise them"
+            f"row sums in {_range(self.row_sums)} and column sums in {_range(self.column_sums)}; {fix}"
         )
 
 
