@@ -156,11 +156,19 @@ def test_graph_algorithms_refuse_bad_networks():
         ({"init_method": "magic"}, "init_method must be one of"),
         ({"consensus_rounds": 0}, "consensus_rounds must be an integer >= 1"),
         ({"step_scale": "lots"}, "step_scale must be a number"),
+        ({"flood_init": "false"}, "flood_init must be true or false"),
     ],
 )
 def test_hyper_parameters_are_validated(params, match):
     with pytest.raises(ConfigError, match=match):
         DecAltGDmin(**params)
+
+
+def test_the_server_variant_needs_one_initial_basis():
+    with pytest.raises(ConfigError, match="server variant needs one"):
+        AltGDmin(init_method="decentralized", flood_init=False)
+    AltGDmin(init_method="decentralized")  # flooded: one basis
+    DifAltGDmin(init_method="decentralized", flood_init=False)  # the graph variants may differ per node
 
 
 def test_auto_step_scale_converges_where_l_eta_stalls():
@@ -179,3 +187,51 @@ def test_auto_step_scale_converges_where_l_eta_stalls():
     l_eta = _sd(run("lowrank", common + ["algorithm.step_scale=nodes"]))
     assert auto[-1] < 1e-9
     assert l_eta[-1] > 1e-2 and l_eta[-1] / l_eta[-3] > 0.5  # stuck at a disagreement fixed point
+
+
+def test_junk_in_the_padding_changes_nothing():
+    """Rows past a task's n_samples are padding: Problem zeroes them (on a copy), since AltGDmin's
+    products run over every row."""
+    from dmtl.problem import Problem
+
+    p = lowrank_regression(30, 12, 2, 20, nodes=4, rng=np.random.default_rng(0))
+    n = np.array([20, 15, 12, 20] * 3)
+    X, y = p.X.copy(), p.y.copy()
+    pad = np.arange(20)[None, :] >= n[:, None]
+    X[pad], y[pad] = 0.0, 0.0
+    clean = Problem(X, y, p.placement, n, truth=p.truth)
+    Xj, yj = X.copy(), y.copy()
+    Xj[pad], yj[pad] = 5.0, -3.0
+    junk = Problem(Xj, yj, p.placement, n, truth=p.truth)
+    assert Xj[pad].min() == 5.0  # the caller's arrays are untouched
+    np.testing.assert_array_equal(junk.X, clean.X)
+    results = []
+    for prob in (clean, junk):
+        comm = LocalCommunicator(4)
+        alg = AltGDmin()
+        state = alg.init(prob, comm, RunStreams(0))
+        for _ in range(5):
+            state = alg.step(state, comm)
+        results.append(alg.evaluate(state, comm))
+    assert results[0] == results[1]
+
+
+def test_degenerate_data_gets_a_clear_error():
+    from dmtl.errors import DataError
+    from dmtl.problem import Problem
+
+    p = lowrank_regression(20, 8, 2, 15, nodes=4, rng=np.random.default_rng(0))
+    top = ring(4)
+    zero_y = Problem(p.X, np.zeros_like(p.y), p.placement)
+    with pytest.raises(DataError, match="targets y are all zero"):
+        AltGDmin(rank=2).init(zero_y, LocalCommunicator(4), RunStreams(0))
+    comm = LocalCommunicator(4, topology=top, mixing=top.mixing("metropolis"))
+    with pytest.raises(DataError, match=r"node\(s\) \[0, 1, 2, 3\] estimate sigma_max = 0"):
+        DifAltGDmin(rank=2, init_method="decentralized").init(zero_y, comm, RunStreams(0))
+    X = p.X.copy()
+    X[3] = 0.0
+    comm = LocalCommunicator(4)
+    alg = AltGDmin(rank=2)
+    state = alg.init(Problem(X, p.y, p.placement), comm, RunStreams(0))
+    with pytest.raises(DataError, match=r"task\(s\) \[3\]: X_t U has rank < 2"):
+        alg.step(state, comm)

@@ -125,7 +125,8 @@ class Problem:
     Parameters
     ----------
     X : array, shape (n_tasks, n_max, d)
-        Padded training features (zeros beyond each task's ``n_samples``).
+        Padded training features; rows beyond each task's ``n_samples`` are padding and are set to
+        zero (on a copy when they were not).
     y : array, shape (n_tasks, n_max)
         Padded training targets.
     placement : Placement
@@ -162,6 +163,7 @@ class Problem:
             raise DataError(f"problem n_samples must lie in 1..{X.shape[1]} for every task")
         _require_finite(X, "X")
         _require_finite(y, "y")
+        X, y = _zero_padding(X, y, n)
         if self.placement.n_tasks != X.shape[0]:
             raise DataError(f"placement covers {self.placement.n_tasks} tasks but the data have {X.shape[0]}")
         object.__setattr__(self, "X", X)
@@ -179,11 +181,13 @@ class Problem:
             _require_finite(Xt, "X_test")
             _require_finite(yt, "y_test")
             nt = Xt.shape[1] if self.n_test is None else self.n_test
+            nt = np.broadcast_to(np.asarray(nt, np.int64), (X.shape[0],)).copy()
+            if np.any(nt < 0) or np.any(nt > Xt.shape[1]):
+                raise DataError(f"problem n_test must lie in 0..{Xt.shape[1]} for every task")
+            Xt, yt = _zero_padding(Xt, yt, nt)
             object.__setattr__(self, "X_test", Xt)
             object.__setattr__(self, "y_test", yt)
-            object.__setattr__(
-                self, "n_test", np.broadcast_to(np.asarray(nt, np.int64), (X.shape[0],)).copy()
-            )
+            object.__setattr__(self, "n_test", nt)
 
     @property
     def n_tasks(self) -> int:
@@ -216,6 +220,24 @@ class Problem:
             y_test=None if self.y_test is None else self.y_test[tasks],
             n_test=None if self.n_test is None else self.n_test[tasks],
         )
+
+
+def _zero_padding(X: np.ndarray, y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X``, ``y`` with zeros beyond each task's count ``n`` (copies where they were not).
+
+    Rows past ``n[t]`` are not data; some algorithms mask them, others (AltGDmin's products over all
+    rows) rely on their being zero.
+    """
+    if np.all(n == X.shape[1]):
+        return X, y
+    pad = np.arange(X.shape[1])[None, :] >= n[:, None]
+    if np.any(X[pad] != 0.0):
+        X = X.copy()
+        X[pad] = 0.0
+    if np.any(y[pad] != 0.0):
+        y = y.copy()
+        y[pad] = 0.0
+    return X, y
 
 
 def _require_finite(a: np.ndarray, name: str) -> None:

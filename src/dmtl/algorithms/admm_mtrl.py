@@ -371,6 +371,8 @@ class ServerState:
     W : (K, d) server copy of the weights (``omtl-gradient`` with a learned interaction), else None.
     M : (K, K) interaction matrix (``omtl-gradient``), else None.
     out, spare : (K, 2d) buffer of the rows sent back; (d, K) buffer for the next V.T (C-ADMM).
+    gather : (K,) C-ADMM only: the task ids of the gathered rows when they are not in task order (its
+        server then works in task order, ``order`` is the identity), else None.
     """
 
     order: np.ndarray
@@ -384,6 +386,8 @@ class ServerState:
     M: np.ndarray | None = None
     out: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     spare: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    gather: np.ndarray | None = None
+    gather_inv: np.ndarray | None = None
 
 
 @dataclass
@@ -574,8 +578,14 @@ class CADMM(_ADMMParams):
         state = self._new_state(problem, comm, self.normalize)
         K, d = problem.n_tasks, problem.n_features
         eye = np.eye(K)
+        # The server works in task order whatever the placement: its numerics amplify rounding
+        # differences by ~1e5 a round early on, so another row order would give other results.
+        gather = problem.placement.tasks_of(0, problem.n_nodes)
+        in_order = bool(np.array_equal(gather, np.arange(K)))
         state.server = ServerState(
-            order=problem.placement.tasks_of(0, problem.n_nodes),
+            order=np.arange(K),
+            gather=None if in_order else gather,
+            gather_inv=None if in_order else np.argsort(gather),
             V=np.zeros((d, K)).T,  # V.T (the reference's d x K array) contiguous, as every later V
             Omega=eye / K,
             P=eye * K,
@@ -589,6 +599,8 @@ class CADMM(_ADMMParams):
 
     def _server_update(self, srv: ServerState, WZ: np.ndarray) -> np.ndarray:
         """(u, V) from the gathered rows ``[w_k | z_k]`` (K, 2d); returns rows ``[u | v_k]``."""
+        if srv.gather_inv is not None:
+            WZ = WZ[srv.gather_inv]  # gathered rows -> task order
         K, d2 = WZ.shape
         d = d2 // 2
         rho, lam_u, lam_v, lam4 = self._penalties()
@@ -621,7 +633,7 @@ class CADMM(_ADMMParams):
         srv.Omega, srv.P, srv.Q, srv.p, srv.om = _omega_server(V, reference_numerics)
         out[:, :d] = u
         out[:, d:] = V
-        return out
+        return out if srv.gather is None else out[srv.gather]  # back in gather order
 
     def step(self, state: OnlineState, comm: Communicator) -> OnlineState:
         # Few, in-place operations: a round costs tens of microseconds, so every call counts. The

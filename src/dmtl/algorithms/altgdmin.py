@@ -85,7 +85,7 @@ import numpy as np
 from scipy import sparse
 
 from dmtl.algorithms.base import Algorithm, check_int, check_positive, register
-from dmtl.errors import ConfigError
+from dmtl.errors import ConfigError, DataError
 from dmtl.linalg import batched_lstsq, orthonormalize, procrustes_rotation, subspace_distance
 from dmtl.network.comm import Communicator
 from dmtl.network.topology import MixingMatrix
@@ -162,7 +162,14 @@ def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.n
                 np.matmul(data.X[s:e].reshape(-1, d), basis, out=A[s - a : e - a].reshape(-1, r))
         else:  # few tasks per node: one batched call beats a Python loop over the runs
             np.matmul(Xb, U[data.node[a:b]], out=A)
-        Bb = batched_lstsq(A, yb)
+        try:
+            Bb = batched_lstsq(A, yb)
+        except np.linalg.LinAlgError:
+            deficient = data.tasks[a:b][np.linalg.matrix_rank(A) < r]
+            raise DataError(
+                f"task(s) {deficient[:5].tolist()}: X_t U has rank < {r} (all-zero or linearly dependent "
+                "features), so b_t is not determined; drop those tasks or lower the rank"
+            ) from None
         B[a:b] = Bb
         resid = np.matmul(A, Bb[:, :, None])[:, :, 0] - yb
         np.matmul(resid[:, None, :], Xb, out=g[a:b, None, :])
@@ -177,6 +184,11 @@ def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.n
     flops = data.sum_to_nodes(flops_task) + 2.0 * d * r * r
     return B, G, flops
 
+
+_ZERO_TARGETS = (
+    "the targets y are all zero (the truncated spectral estimate is 0), so there is nothing to learn and the "
+    "step size c / (n sigma_max^2) is undefined; check the data"
+)
 
 AUTO_LOCAL_STEP = 4.0  # largest c * step_scale that converged in every measured setting (docstring)
 
@@ -214,6 +226,15 @@ class _AltGDminBase(Algorithm):
             raise ConfigError(
                 f"{owner}.init_method must be one of 'auto', 'centralized', 'decentralized', "
                 f"got {self.init_method!r}"
+            )
+        if not isinstance(self.flood_init, bool):
+            raise ConfigError(f"{owner}.flood_init must be true or false, got {self.flood_init!r}")
+        if self.network == "server" and not self.flood_init and self.init_method == "decentralized":
+            # without the flood each node keeps its own approximate U0, but the server's iteration
+            # needs one basis (the shards would otherwise start from different ones)
+            raise ConfigError(
+                f"{owner}: flood_init=false leaves the nodes with different initial bases, and the "
+                "server variant needs one; keep flood_init=true or use init_method=centralized"
             )
 
     # -- initialisation ---------------------------------------------------------------------------
@@ -273,6 +294,8 @@ class _AltGDminBase(Algorithm):
     def _init_centralized(self, data: TaskBlock, comm: Communicator, r: int) -> tuple[np.ndarray, np.ndarray]:
         C = self.trunc_const
         sums = comm.gather(self._local_sums(data))
+        if not sums[:, 0].sum() > 0.0:
+            raise DataError(_ZERO_TARGETS)
         alpha_val = C * sums[:, 0].sum() / sums[:, 1].sum()
         n_mean = sums[:, 1].sum() / sums[:, 2].sum()
         alpha = np.full(comm.n_local, comm.broadcast(alpha_val).item())
@@ -314,7 +337,13 @@ class _AltGDminBase(Algorithm):
         Z = averaged_product(U)
         rayleigh = np.swapaxes(U, 1, 2) @ Z
         sigma2 = L * np.linalg.eigvalsh(0.5 * (rayleigh + np.swapaxes(rayleigh, 1, 2)))[:, -1]
-        sigma2 = np.maximum(sigma2, 1e-300)
+        if not np.all(sigma2 > 0.0):
+            zero = (np.flatnonzero(~(sigma2 > 0.0)) + comm.start)[:5].tolist()
+            raise DataError(
+                f"node(s) {zero} estimate sigma_max = 0: every target within init_consensus_rounds="
+                f"{T} hops is zero, so the step size c / (n sigma_max^2) is undefined; raise "
+                "init_consensus_rounds, use init_method=centralized, or check the data"
+            )
         if self.flood_init:
             assert comm.topology is not None
             source_row = np.zeros(d * r + 2)

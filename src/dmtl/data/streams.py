@@ -639,13 +639,31 @@ def live_problem(
 
 
 def check_stream(problem: Problem) -> None:
-    """Raise DataError unless every task of ``problem`` has the same number of rounds."""
+    """Raise DataError unless ``problem`` is a binary stream: every task with the same number of
+    rounds, no padding, labels in {-1, +1}."""
     n = problem.n_samples
     if np.any(n != n[0]):
         k = int(np.argmax(n != n[0]))
         raise DataError(
             f"streams of unequal length: task 0 has {n[0]} rounds, task {k} has {n[k]}; online "
             "algorithms need one example per task per round"
+        )
+    if n.size and n[0] != problem.X.shape[1]:
+        raise DataError(
+            f"the streams have {n[0]} rounds but X holds {problem.X.shape[1]} per task (padding); online "
+            "algorithms read every round: pass arrays of the streams' own length"
+        )
+    values = np.unique(problem.y)
+    if not np.isin(values, (-1.0, 1.0)).all():
+        shown = values[~np.isin(values, (-1.0, 1.0))][:5].tolist()
+        raise DataError(
+            f"online algorithms classify: labels must be -1 or +1, found {shown}"
+            + (
+                " (0/1 labels: recode them as 2 y - 1, as from_arrays does)"
+                if np.isin(values, (0.0, 1.0)).all()
+                else "; real-valued targets (e.g. problem.kind=lowrank) are not a classification "
+                "stream: use fourier_stream, dataset_stream or a binary data set"
+            )
         )
 
 
