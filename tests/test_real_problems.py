@@ -163,3 +163,19 @@ def test_related_tasks_kind():
     assert len(np.unique(q.y[q.mask])) > 10
     with pytest.raises(ConfigError, match="problem.labels"):
         related_tasks(kind="ordinal")
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"flip": 1.5}, r"problem.flip must be a probability in \[0, 1\], got 1.5"),
+        ({"flip": -3}, "problem.flip must be a probability"),
+        ({"spread": float("nan")}, "problem.spread must be a finite number >= 0"),
+        ({"noise": -1.0}, "problem.noise must be a finite number >= 0"),
+        ({"test_samples": -2}, "problem.test_samples must be an integer >= 0"),
+        ({"test_samples": 2.5}, "problem.test_samples must be an integer >= 0"),
+    ],
+)
+def test_related_tasks_parameters_are_validated(params, match):
+    with pytest.raises(ConfigError, match=match):
+        related_tasks(**params)

@@ -251,9 +251,15 @@ def related_tasks(
         ("d", d, 1),
         ("samples", samples, 4),
         ("clusters", clusters, 1),
+        ("test_samples", test_samples, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"problem.{key} must be an integer >= {low}, got {value!r}")
+    for key, value in (("spread", spread), ("noise", noise)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < np.inf:
+            raise ConfigError(f"problem.{key} must be a finite number >= 0, got {value!r}")
+    if isinstance(flip, bool) or not isinstance(flip, (int, float)) or not 0.0 <= flip <= 1.0:
+        raise ConfigError(f"problem.flip must be a probability in [0, 1], got {flip!r}")
     if kind not in ("binary", "regression"):
         raise ConfigError(f"problem.labels must be 'binary' or 'regression', got {kind!r}")
     rng = np.random.default_rng(0) if rng is None else rng
