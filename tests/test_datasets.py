@@ -200,6 +200,27 @@ def test_data_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert data_dir() == (elsewhere / ".." / "shared" / "data").resolve()
 
 
+def test_mistyped_dmtl_data_is_reported_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a ../shared/data next to the working directory must not silently stand in for a mistyped DMTL_DATA
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    typo = tmp_path / "shraed"
+    monkeypatch.setenv("DMTL_DATA", str(typo))
+    assert data_dir() == typo.resolve()
+    with pytest.raises(DataError, match=r"DMTL_DATA=.*shraed is not a directory; point DMTL_DATA at") as info:
+        dataset_path("landmine_small")
+    assert "\n" not in str(info.value)
+
+
+def test_data_dir_and_split_seed_of_the_wrong_kind_are_data_errors() -> None:
+    with pytest.raises(DataError, match="data_dir must be a directory path .* got 123"):
+        data_dir(123)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="split seed must be an integer >= 0, got -3"):
+        train_test_split(_toy(), 0.25, -3)
+
+
 def test_unknown_option_and_target() -> None:
     # Options are validated before the file is looked up: no data needed.
     with pytest.raises(DataError, match=r"unknown option\(s\) foo.*accepted: none"):

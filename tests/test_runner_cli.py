@@ -170,3 +170,186 @@ def test_cli_plot_overlays_saved_runs(tmp_path, capsys):
     assert main(["plot", *runs, "--metric", "nope", "--out", str(tmp_path / "x.png")]) == 2
     assert "in none of the runs" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+# -- review findings: config / CLI / runner ---------------------------------------------------------
+
+
+def test_one_per_node_placement_needs_as_many_nodes_as_tasks():
+    # 20 tasks, one per node, on the default 10 nodes used to keep only the first 10 tasks
+    with pytest.raises(ConfigError, match=r"problem.placement=one_per_node needs topology.nodes = problem"):
+        run("lowrank", [*SMALL, "problem.tasks=20", "problem.placement=one_per_node", "rounds=1"])
+    res = run("lowrank", [*SMALL, "topology.nodes=30", "problem.placement=one_per_node", "rounds=1"])
+    assert len(res.state.data.tasks) == 30
+
+
+def test_build_problem_refuses_a_problem_on_another_number_of_nodes(monkeypatch):
+    from dmtl.data.registry import PROBLEMS, ProblemKind
+    from dmtl.data.synthetic import lowrank_regression
+    from dmtl.runner import build_problem
+    from dmtl.seeding import RunStreams
+
+    def six_nodes(params, n_nodes, streams):  # a builder that ignores n_nodes
+        return lowrank_regression(4, 6, 1, 3, placement="one_per_node")
+
+    monkeypatch.setitem(PROBLEMS, "six_nodes", ProblemKind("six_nodes", six_nodes, {}, "test"))
+    cfg = load_config(None, ["problem.kind=six_nodes", "topology.nodes=5"])
+    with pytest.raises(ConfigError, match="placed its tasks on 6 nodes but topology.nodes=5"):
+        build_problem(cfg, RunStreams(0))
+
+
+def test_bad_out_fails_before_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    import dmtl.runner
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run started although --out is unusable")
+
+    monkeypatch.setattr(dmtl.runner, "execute", no_run)
+    for out, match in ((afile, "is an existing file, not a directory"), (afile / "sub", "afile is a file")):
+        with pytest.raises(ConfigError, match=match):
+            run("lowrank", SMALL, out=out)
+        assert main(["run", "lowrank", *SMALL, "--out", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dmtl: error: ") and err.count("\n") == 1
+    assert not (afile.parent / "sub").exists()
+
+
+def test_write_and_plot_errors_are_one_line(tmp_path, capsys):
+    from dmtl.results import OutputError
+
+    blocked = tmp_path / "blocked"
+    (blocked / "config.yaml").mkdir(parents=True)  # the run directory is fine, one of its files is not
+    assert main(["run", "lowrank", *SMALL, "rounds=2", "--out", str(blocked), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dmtl: error: cannot write the run directory") and err.count("\n") == 1
+    assert issubclass(OutputError, OSError)
+    assert main(["run", "lowrank", *SMALL, "rounds=2", "--out", str(tmp_path / "r"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "r"), "--out", str(tmp_path / "nodir" / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dmtl: error: cannot write the plot") and err.count("\n") == 1
+
+
+def test_a_folder_named_like_a_builtin_experiment_does_not_hide_it(tmp_path, monkeypatch):
+    import dmtl.demo
+    from dmtl.config import builtin_experiments
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lowrank").mkdir()
+    assert load_config("lowrank") == load_config(builtin_experiments()["lowrank"])
+    seen = []
+
+    def first_run_only(source, *args, **kwargs):
+        seen.append(source)
+        raise KeyboardInterrupt  # enough: the demo's source is known
+
+    monkeypatch.setattr(dmtl.demo, "run", first_run_only)
+    with pytest.raises(KeyboardInterrupt):
+        dmtl.demo.demo(out=tmp_path / "demo", rounds=1, echo=False)
+    assert seen == [builtin_experiments()["lowrank"]]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="'empty' is a directory without config.yaml"):
+        load_config("empty")
+
+
+def test_a_run_directory_reruns_and_unreadable_files_are_config_errors(tmp_path, capsys):
+    res = run("lowrank", [*SMALL, "rounds=5", "name=first"], out=tmp_path / "r1")
+    assert load_config(tmp_path / "r1") == res.config
+    assert main(["run", str(tmp_path / "r1"), "--out", str(tmp_path / "r2"), "-q"]) == 0
+    assert (tmp_path / "r2" / "metrics.csv").read_bytes() == (tmp_path / "r1" / "metrics.csv").read_bytes()
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00rounds")
+    with pytest.raises(ConfigError, match="bin.yaml is not a UTF-8 text file"):
+        load_config(binary)
+
+
+def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
+    import yaml as pyyaml
+
+    from dmtl.results import read_run
+
+    path = tmp_path / "sci.yaml"
+    path.write_text(
+        "rounds: 2\nproblem: {kind: lowrank, d: 30, tasks: 20, samples: 10, noise: 1e-3}\n"
+        "algorithm: {name: dif-altgdmin, step_scale: 5e-1}\ntarget: {metric: sd_f_max, below: 5E-20}\n"
+        "clock: {latency: 1e-3}\n"
+    )
+    cfg = load_config(path)
+    assert cfg["algorithm"]["step_scale"] == 0.5 and cfg["problem"]["noise"] == 1e-3
+    assert cfg["target"]["below"] == 5e-20 and cfg["clock"]["latency"] == 1e-3
+    run(path, ["topology.nodes=5"], out=tmp_path / "r")
+    assert read_run(tmp_path / "r")[2]["algorithm"]["step_scale"] == 0.5
+    assert pyyaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own loader is left alone
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["seed=-1"], "seed must be >= 0, got -1"),
+        (["problem.test_samples=-1"], "problem.test_samples must be an integer >= 0, got -1"),
+        (["problem={kind: dataset, split_seed: -3}"], "problem.split_seed must be >= 0, got -3"),
+        (["problem={kind: dataset, data_dir: 123}"], "problem.data_dir must be str or null, got 123"),
+        (["backend.procs=4"], "backend.procs=4 needs backend.name=mpi"),
+        (
+            ["faults.bits=4"],
+            "faults.bits=4 does nothing with faults.compression=none; add faults.compression=q",
+        ),
+        (
+            ["faults.topk=0.5", "faults.compression=quantize"],
+            "faults.topk=0.5 does nothing with faults.compr",
+        ),
+    ],
+)
+def test_more_bad_configurations_get_a_clear_error(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        run("lowrank", SMALL + overrides)
+
+
+def test_switching_problem_kind_or_algorithm_over_a_file_names_the_file_fields():
+    with pytest.raises(
+        ConfigError,
+        match=r"problem.kind=dataset on the command line replaces problem.kind=lowrank of built-in "
+        r"experiment 'lowrank', whose problem section also sets d, noise, rank, samples, tasks, "
+        r".*problem='\{kind: dataset",
+    ):
+        load_config("lowrank", ["problem.kind=dataset"])
+    with pytest.raises(
+        ConfigError, match=r"also sets lambda1, lambda2, lambda3, lambda4, rho, .*algorithm='"
+    ):
+        load_config("omtl_cadmm", ["algorithm.name=omtl-gradient"])
+    # the whole section replaced, or fields the new kind also takes: fine
+    assert load_config("lowrank", ["problem={kind: dataset}"])["problem"]["kind"] == "dataset"
+    assert load_config("omtl_cadmm", ["algorithm.name=d-admm"])["algorithm"]["lambda1"] == 0.1
+
+
+def test_target_is_checked_at_round_zero():
+    with pytest.raises(ConfigError, match="target.metric 'bogus' is not a metric of dif-altgdmin"):
+        run("lowrank", [*SMALL, "rounds=0", "target.metric=bogus", "target.below=1"])
+    res = run("lowrank", [*SMALL, "target.metric=sd_f_max", "target.below=10"])  # met by the initialisation
+    assert res.summary["stopped_by"] == "target" and res.summary["rounds"] == 0
+    assert set(res.history["round"]) == {0}
+
+
+def test_messages_keep_the_yaml_position_and_the_placement_hint(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("rounds: 2\n  seed: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml is not valid YAML: mapping values .* at line 2, column 7$"
+    ):
+        load_config(path)
+    with pytest.raises(DataError, match="would leave nodes empty; use at most 3 nodes"):
+        Placement.even(3, 5)
+
+
+def test_string_fields_keep_numeric_looking_text(tmp_path):
+    cfg = load_config("lowrank", ["name=2024", "target.metric=007", "target.below=1"])
+    assert cfg["name"] == "2024" and cfg["target"]["metric"] == "007"
+    cfg = load_config(None, ["problem.kind=dataset", "problem.name=2024", "problem.data_dir=123"])
+    assert cfg["problem"]["name"] == "2024" and cfg["problem"]["data_dir"] == "123"
+    path = tmp_path / "n.yaml"
+    path.write_text("name: 2024\n")
+    with pytest.raises(ConfigError, match=r"name must be str, got 2024 \(quote it in YAML: '2024'\)"):
+        load_config(path)

@@ -1,7 +1,8 @@
 """The ``dmtl`` command.
 
 ``dmtl run CONFIG_OR_NAME [section.key=value ...] --out DIR``
-    run an experiment from a YAML file or a built-in experiment name, with dotted overrides;
+    run an experiment from a YAML file, a run directory or a built-in experiment name, with dotted
+    overrides;
 ``dmtl list``
     algorithms, topologies, mixing weights, data sets and built-in experiments;
 ``dmtl demo``
@@ -106,15 +107,19 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         label = Path(path).name if Path(path).name not in histories else str(path)
         histories[label] = history
     out = Path(args.out)
-    if args.metric is None:
-        plot_run(histories, out)
-    else:
+    if args.metric is not None:
         known = set().union(*(set(h["metric"]) for h in histories.values()))
         if args.metric not in known:
             raise DmtlError(
                 f"metric {args.metric!r} is in none of the runs; their metrics: {', '.join(sorted(known))}"
             )
-        plot_curves(histories, args.metric, out)
+    try:
+        if args.metric is None:
+            plot_run(histories, out)
+        else:
+            plot_curves(histories, args.metric, out)
+    except OSError as exc:  # a missing folder or an unwritable file is an input error, not a crash
+        raise DmtlError(f"cannot write the plot {out}: {exc.strerror or exc}; check --out") from None
     print(f"plot: {out}")
     return 0
 
@@ -143,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run an experiment (YAML file or built-in name) with overrides")
-    p.add_argument("config", help="a YAML file or a built-in experiment name (see `dmtl list`)")
+    p.add_argument(
+        "config", help="a YAML file, a run directory (its config.yaml) or a built-in experiment (`dmtl list`)"
+    )
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. topology.kind=ring")
     p.add_argument("--out", "-o", default=None, help="run directory to write")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dmtl.config import builtin_experiments
 from dmtl.plotting import plot_curves
 from dmtl.runner import RunResult, run
 
@@ -25,10 +26,12 @@ VARIANTS = (
 def demo(out: str | Path = "dmtl-demo", rounds: int = 200, echo: bool = True) -> dict[str, RunResult]:
     """Run the comparison; write ``demo.png`` and one run directory per variant under ``out``."""
     out = Path(out)
+    # the built-in file itself: a name would let a "lowrank" file or folder in the working directory win
+    experiment = builtin_experiments()["lowrank"]
     results: dict[str, RunResult] = {}
     for label, name in VARIANTS:
         results[label] = run(
-            "lowrank",
+            experiment,
             [
                 f"algorithm.name={name}",
                 f"rounds={rounds}",

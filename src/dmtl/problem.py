@@ -58,7 +58,7 @@ class Placement:
         if n_nodes > n_tasks:
             raise DataError(
                 f"an even placement of {n_tasks} tasks over {n_nodes} nodes would leave nodes empty; "
-                "use fewer nodes or placement=custom"
+                f"use at most {n_tasks} nodes (topology.nodes) or more tasks"
             )
         order = np.arange(n_tasks) if rng is None else rng.permutation(n_tasks)
         task_node = np.empty(n_tasks, dtype=np.int64)

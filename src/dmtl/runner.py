@@ -31,7 +31,15 @@ from dmtl.network.topology import MixingMatrix, Topology, make_topology, mixing_
 from dmtl.problem import Problem
 from dmtl.seeding import RunStreams
 
-__all__ = ["RunResult", "build_problem", "build_network", "make_communicator", "run", "execute"]
+__all__ = [
+    "RunResult",
+    "build_problem",
+    "build_network",
+    "make_communicator",
+    "prepare_out",
+    "run",
+    "execute",
+]
 
 LEDGER_COLUMNS = ("messages", "floats", "bytes", "comm_rounds", "virtual_time")
 
@@ -70,7 +78,15 @@ class RunResult:
 
 def build_problem(config: dict[str, Any], streams: RunStreams) -> Problem:
     """The problem of ``config['problem']`` placed on ``config['topology']['nodes']`` nodes."""
-    return build(config["problem"], config["topology"]["nodes"], streams)
+    nodes = config["topology"]["nodes"]
+    problem = build(config["problem"], nodes, streams)
+    if problem.n_nodes != nodes:
+        # the communicator has topology.nodes nodes: blocks would leave out tasks or hold none
+        raise ConfigError(
+            f"problem.kind={config['problem']['kind']} placed its tasks on {problem.n_nodes} nodes but "
+            f"topology.nodes={nodes}; set topology.nodes={problem.n_nodes} or change the problem's placement"
+        )
+    return problem
 
 
 def build_network(config: dict[str, Any], streams: RunStreams) -> tuple[Topology, MixingMatrix]:
@@ -139,8 +155,36 @@ def run(
         from dmtl.backends import mpi as mpi_backend
 
         if not mpi_backend.inside_mpi_job():
+            if out is not None:
+                prepare_out(out)  # before starting any process
             return mpi_backend.launch(cfg, out, progress=_want_progress(cfg, progress))
+        # in a user's MPI job every rank gets here but only rank 0 writes: execute() checks there
+        return execute(cfg, out, progress)
+    if out is not None:
+        prepare_out(out)  # before the run, not after it
     return execute(cfg, out, progress)
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Check that the run directory ``out`` can be written, before a run rather than after it.
+
+    Creates nothing (``write_run`` does, at the end), so a run that then fails leaves no empty folder.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"the run directory {out} is an existing file, not a directory; choose another --out"
+        )
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the folder write_run's mkdir would create ``out`` in
+    if not existing.is_dir():
+        raise ConfigError(
+            f"cannot create the run directory {out}: {existing} is a file; choose another --out"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"the run directory {out} cannot be written ({existing}); choose another --out")
+    return path
 
 
 def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool | None = None) -> RunResult:
@@ -168,6 +212,8 @@ def execute(cfg: dict[str, Any], out: str | Path | None = None, progress: bool |
     if instrument is not None:
         algorithm = instrument(algorithm)
     try:
+        if out is not None and comm.rank == 0:  # inside the try: an MPI job learns that rank 0 failed
+            prepare_out(out)
         with limits:
             return _iterate(cfg, algorithm, problem, comm, streams, out, progress)
     except BaseException as exc:
@@ -206,13 +252,26 @@ def _iterate(
         timing.append((it, wall))
         return metrics
 
+    def reached(metrics: dict[str, float]) -> bool:
+        if target_metric is None:
+            return False
+        if target_metric not in metrics:
+            raise ConfigError(
+                f"target.metric {target_metric!r} is not a metric of {algorithm.name}; "
+                f"its metrics: {', '.join(sorted(metrics))}"
+            )
+        return bool(metrics[target_metric] < target_below)
+
     t0 = time.perf_counter()
     state = algorithm.init(problem, comm, streams)
     wall += time.perf_counter() - t0
     metrics = record(0, state)
-    stopped = "rounds"
+    # checked at round 0 too: a misspelt metric fails at once (also with rounds=0), and a target met by
+    # the initialisation needs no iteration
+    stopped = "target" if reached(metrics) else "rounds"
+    last = 0 if stopped == "target" else rounds
     it = 0
-    for it in range(1, rounds + 1):
+    for it in range(1, last + 1):
         t0 = time.perf_counter()
         state = algorithm.step(state, comm)
         wall += time.perf_counter() - t0
@@ -220,15 +279,9 @@ def _iterate(
             metrics = record(it, state)
             if show:
                 _progress(it, rounds, metrics, target_metric)
-            if target_metric is not None:
-                if target_metric not in metrics:
-                    raise ConfigError(
-                        f"target.metric {target_metric!r} is not a metric of {algorithm.name}; "
-                        f"its metrics: {', '.join(sorted(metrics))}"
-                    )
-                if metrics[target_metric] < target_below:
-                    stopped = "target"
-                    break
+            if reached(metrics):
+                stopped = "target"
+                break
     if show:
         sys.stderr.write("\n")
     history = pd.DataFrame(rows, columns=["round", "metric", "value", *LEDGER_COLUMNS])

@@ -221,20 +221,28 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     Returns
     -------
     pathlib.Path
-        Without ``path``, the first existing directory among: the environment variable
-        ``DMTL_DATA``; ``../shared/data`` relative to the current working directory;
-        ``<ancestor>/../shared/data`` for the ancestors of this source file, nearest first (for an
-        editable install at ``/work/main/src/dmtl/data/datasets.py`` that is
-        ``/work/shared/data``). If none exists, the ``DMTL_DATA`` candidate (if set) or the
-        working-directory candidate is returned, and loading then reports the missing file.
+        Without ``path``: the environment variable ``DMTL_DATA`` when it is set, as is, like an
+        explicit ``path`` (loading then reports a mistyped one, naming ``DMTL_DATA``); otherwise the
+        first existing directory among ``../shared/data`` relative to the current working directory
+        and ``<ancestor>/../shared/data`` for the ancestors of this source file, nearest first (for an
+        editable install at ``/work/main/src/dmtl/data/datasets.py`` that is ``/work/shared/data``).
+        If none exists, the working-directory candidate is returned, and loading then reports the
+        missing file.
+
+    Raises
+    ------
+    DataError
+        ``path`` is neither a string nor a path.
     """
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise DataError(f"data_dir must be a directory path (a string), got {path!r}")
         return Path(path).expanduser().resolve()
-    candidates: list[Path] = []
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
-        candidates.append(Path(env).expanduser())
-    candidates.append(Path.cwd() / ".." / "shared" / "data")
+        # never replaced by another folder: a typo would otherwise load other files without a word
+        return Path(env).expanduser().resolve()
+    candidates = [Path.cwd() / ".." / "shared" / "data"]
     fallback = candidates[0]
     candidates.extend(_repo_candidates())
     for candidate in candidates:
@@ -291,6 +299,12 @@ def dataset_path(name: str, directory: str | os.PathLike[str] | None = None, ver
     info = _info(name)
     folder = data_dir(directory)
     path = folder / info.filename
+    env = os.environ.get(ENV_VAR, "").strip()
+    if directory is None and env and not folder.is_dir():
+        raise DataError(
+            f"{ENV_VAR}={env} is not a directory; point {ENV_VAR} at the folder holding {info.filename} "
+            f"(or unset it to use ../shared/data)"
+        )
     if not path.is_file():
         raise DataError(
             f"data set {name!r} needs {info.filename} in {folder}, which does not exist; "
@@ -819,10 +833,13 @@ def train_test_split(
     Raises
     ------
     DataError
-        ``test_fraction`` outside (0, 1) or a task with fewer than two samples.
+        ``test_fraction`` outside (0, 1), a negative seed, or a task with fewer than two samples.
     """
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed < 0:
+        # numpy's own error would be a traceback
+        raise DataError(f"the split seed must be an integer >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for t, n in enumerate(ds.n_samples):

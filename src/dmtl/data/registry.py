@@ -46,10 +46,22 @@ def register_problem(name: str, defaults: dict[str, Any], summary: str) -> Calla
     return deco
 
 
-def problem_params(section: dict[str, Any]) -> dict[str, Any]:
-    """Validate a ``problem`` section against its kind; return it with defaults filled in."""
+# Parameters that kinds declare with a None default ("not set") still take one type when they are set;
+# the defaults cannot say which, so the shared ones are named here: a wrong value would otherwise reach
+# numpy or pathlib and end in a traceback instead of a message naming the field.
+_OPTIONAL_TYPES: dict[str, type] = {"split_seed": int, "data_dir": str}
+_MINIMUM: dict[str, int] = {"split_seed": 0}  # numpy refuses negative seeds
+
+
+def problem_params(section: dict[str, Any], texts: dict[str, str] | None = None) -> dict[str, Any]:
+    """Validate a ``problem`` section against its kind; return it with defaults filled in.
+
+    ``texts`` maps field names to the raw command-line text they were given, if any: a string field
+    keeps that text where it looked like a number (``problem.name=2024``).
+    """
     from dmtl.config import parse_value
 
+    texts = texts or {}
     kind = section.get("kind")
     if kind not in PROBLEMS:
         raise ConfigError(f"unknown problem.kind {kind!r}; known kinds: {', '.join(sorted(PROBLEMS))}")
@@ -63,21 +75,30 @@ def problem_params(section: dict[str, Any]) -> dict[str, Any]:
                 f"unknown field problem.{key} for problem.kind={kind}; its fields: {', '.join(spec.defaults)}"
             )
         default = spec.defaults[key]
-        if isinstance(value, str) and not isinstance(default, str):
+        expected = type(default) if default is not None else _OPTIONAL_TYPES.get(key)
+        if default is None and value is None:
+            out[key] = None  # left unset
+            continue
+        if expected is str and key in texts and isinstance(value, (int, float)):
+            value = texts[key]  # numeric-looking text for a string field stays text
+        if isinstance(value, str) and expected is not str:
             value = parse_value(value)
-        if isinstance(default, bool):
+        if expected is bool:
             ok = isinstance(value, bool)
-        elif isinstance(default, int):
+        elif expected is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
+        elif expected is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             value = float(value) if ok else value
-        elif isinstance(default, str):
+        elif expected is str:
             ok = isinstance(value, str)
         else:
             ok = True
-        if not ok:
-            raise ConfigError(f"problem.{key} must be {type(default).__name__}, got {value!r}")
+        if not ok and expected is not None:
+            name = expected.__name__ + (" or null" if default is None else "")
+            raise ConfigError(f"problem.{key} must be {name}, got {value!r}")
+        if key in _MINIMUM and value < _MINIMUM[key]:
+            raise ConfigError(f"problem.{key} must be >= {_MINIMUM[key]}, got {value!r}")
         out[key] = value
     return out
 

@@ -41,7 +41,7 @@ def lowrank_regression(
     test_samples : int
         Test samples per task (0: no test set).
     nodes : int, optional
-        Number of nodes L; default one task per node.
+        Number of nodes L; default one task per node (``one_per_node`` needs ``nodes`` = ``tasks``).
     placement : {"even", "ordered", "one_per_node"}
         ``even``: random permutation split evenly; ``ordered``: tasks split in order.
     rng, placement_rng : numpy Generators
@@ -57,7 +57,13 @@ def lowrank_regression(
     S. Nayer and N. Vaswani, "Fast and sample-efficient federated low rank matrix recovery from
     column-wise linear and quadratic projections", IEEE Trans. Inf. Theory, 2023.
     """
-    for name, value, low in (("d", d, 1), ("tasks", tasks, 1), ("rank", rank, 1), ("samples", samples, 1)):
+    for name, value, low in (
+        ("d", d, 1),
+        ("tasks", tasks, 1),
+        ("rank", rank, 1),
+        ("samples", samples, 1),
+        ("test_samples", test_samples, 0),
+    ):
         if int(value) != value or value < low:
             raise ConfigError(f"problem.{name} must be an integer >= {low}, got {value!r}")
     if rank > min(d, tasks):
@@ -69,6 +75,13 @@ def lowrank_regression(
         )
     if not np.isfinite(noise) or noise < 0:
         raise ConfigError(f"problem.noise must be a finite number >= 0, got {noise!r}")
+    if placement == "one_per_node" and nodes is not None and int(nodes) != tasks:
+        # checked before the data are drawn: a run on fewer nodes would silently leave tasks out
+        raise ConfigError(
+            f"problem.placement=one_per_node needs topology.nodes = problem.tasks, got "
+            f"topology.nodes={nodes} and problem.tasks={tasks}; set topology.nodes={tasks} or use "
+            "problem.placement=even"
+        )
     rng = np.random.default_rng(0) if rng is None else rng
     U, _ = np.linalg.qr(rng.standard_normal((d, rank)))
     B = rng.standard_normal((rank, tasks))
