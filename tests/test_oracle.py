@@ -108,3 +108,24 @@ def test_oracle_bad_input(binary, regression):
         w_step(p.X, p.y, np.zeros(K, dtype=int), np.eye(K), LAM)
     with pytest.raises(ConfigError, match="loss"):
         w_step(p.X, p.y, p.n_samples, np.eye(K), LAM, "logistic")
+
+
+def test_hinge_dual_is_nan_outside_the_box(binary):
+    """The hinge dual is defined on alpha y in [0, 1]; outside it the formula is no lower bound."""
+    p = binary
+    K = p.n_tasks
+    Omega = K * np.eye(K)
+    res = w_step(p.X, p.y, p.n_samples, Omega, LAM, "hinge")
+    Sigma = np.linalg.inv(Omega)
+    assert np.isfinite(dual_objective(p.X, p.y, p.n_samples, res.alpha, Sigma, LAM, "hinge"))
+    # push the dual variables at the upper bound (margin violators) past 1: the formula then exceeds
+    # the optimum, so it is no lower bound and must not be reported
+    beta = res.alpha * p.y
+    over = np.where(p.mask & (beta > 1 - 1e-6), beta + 0.05, beta) * p.y
+    raw = dual_objective(p.X, p.y, p.n_samples, over, Sigma, LAM, "hinge", box_tol=np.inf)
+    assert raw > res.primal
+    assert np.isnan(dual_objective(p.X, p.y, p.n_samples, over, Sigma, LAM, "hinge"))
+    assert np.isnan(dual_objective(p.X, p.y, p.n_samples, -res.alpha, Sigma, LAM, "hinge"))
+    big = 2.0 * np.where(p.mask, p.y, 0.0)
+    # the squared loss has no box
+    assert np.isfinite(dual_objective(p.X, p.y, p.n_samples, big, Sigma, LAM, "squared"))

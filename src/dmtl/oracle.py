@@ -141,14 +141,23 @@ def dual_objective(
     Sigma: np.ndarray,
     lam: float,
     loss: str = "hinge",
+    box_tol: float = 1e-9,
 ) -> float:
     """Dual ``sum_t (1/n_t) sum_i c(alpha_ti, y_ti) - tr(B Sigma B^T) / (2 lam)``.
 
-    ``c = alpha y`` (hinge, needs ``alpha y in [0, 1]``) or ``alpha y - alpha^2/2`` (squared);
-    ``B_{:,t} = X_t^T alpha_t / n_t``.
+    ``c = alpha y`` (hinge) or ``alpha y - alpha^2/2`` (squared); ``B_{:,t} = X_t^T alpha_t / n_t``.
+    The hinge dual is defined only on the box ``alpha y in [0, 1]``: outside it (beyond ``box_tol``) the
+    formula is no lower bound on the primal, and NaN is returned.
     """
     X, y, n, mask = _check(X, y, n, lam, loss)
+    alpha = np.asarray(alpha, dtype=float)
+    if alpha.shape != y.shape:
+        raise DataError(f"oracle alpha must be {y.shape} like y, got {alpha.shape}")
     alpha = np.where(mask, alpha, 0.0)
+    if loss == "hinge":
+        beta = (alpha * y)[mask]
+        if np.any(beta < -box_tol) or np.any(beta > 1.0 + box_tol):
+            return float("nan")
     c = alpha * y if loss == "hinge" else alpha * y - 0.5 * alpha**2
     B = np.einsum("knd,kn->dk", X, alpha) / n
     return float((c.sum(axis=1) / n).sum() - np.sum(Sigma * (B.T @ B)) / (2 * lam))

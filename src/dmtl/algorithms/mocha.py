@@ -21,17 +21,18 @@ and drop-out). The dual of the W-problem for fixed ``Sigma = Omega^{-1}`` is
 
 MOCHA (``mocha``), one inner round
 ----------------------------------
-Each task t runs ``floor(n_t frac)`` SDCA steps on its local subproblem (``frac`` fixed, or
+Each task t runs ``max(1, floor(n_t frac))`` SDCA steps on its local subproblem (``frac`` fixed, or
 ``~ U[bottom, top]`` per node per round with ``stragglers``; a node dropped with probability
-``drop_prob`` does none). Samples are visited in a fresh random permutation per round (as the
-reference). One step on sample i, with ``v = w_t + rho dw_t``:
+``drop_prob`` does none; see the deviations below for the ``max(1, .)``). Samples are visited in a
+fresh random permutation per round (as the reference). One step on sample i, with ``v = w_t + rho dw_t``:
 
 * hinge: ``beta = clip(lambda n_t (1 - y_i x_i^T v) / (Sigma_tt rho ||x_i||^2) + alpha_i y_i, 0, 1)``,
   ``alpha_i' = y_i beta``;
 * squared: ``alpha_i' = alpha_i + (y_i - x_i^T v - alpha_i) / (1 + rho Sigma_tt ||x_i||^2 / (lambda n_t))``;
 * ``dw_t += Sigma_tt (alpha_i' - alpha_i) x_i / (lambda n_t)``, ``db_t += (alpha_i' - alpha_i) x_i / n_t``.
 
-Nodes upload ``db_t`` (d floats per task that worked), the server applies
+Nodes upload ``db_t`` of every task that worked (d + 1 floats per task: the row and a one-float tag,
+the task's position, that tells the server which task sent it; see the deviations below), the server applies
 ``W <- W + (1/lambda) dB Sigma`` (and ``B <- B + dB``) and returns every task its ``w_t``. After every
 ``inner_iters`` rounds the server takes the Omega-step (:func:`dmtl.oracle.omega_step`:
 ``A = W^T W`` floored at ``eig_floor``, ``Sigma = A^{1/2} / tr A^{1/2}``, ``Omega = Sigma^{-1}``,
@@ -46,11 +47,14 @@ that SDCA cannot remove, and the gap stalls at a positive value after the first 
 Within the first outer iteration (and whenever ``update_omega=False``) both are identical.
 
 Metrics: ``primal`` ``P(W)``, ``dual`` ``D(alpha)`` (the true dual for the current Sigma, a lower bound on
-the W-problem's optimum) and ``duality_gap = P - D >= 0``; binary: ``test_error`` / ``train_error``
-(mean over tasks of the per-task misclassification rate, the reference's ``opts.avg = 1``) and
+the W-problem's optimum; NaN if a hinge dual variable has left its box, ``alpha y`` outside ``[0, 1]``,
+where the formula is no longer a dual bound) and ``duality_gap = P - D >= 0``; binary: ``test_error`` /
+``train_error`` (mean over the tasks that have test / training samples of the per-task
+misclassification rate, the reference's ``opts.avg = 1``; NaN if no task has any) and
 ``test_accuracy`` / ``train_accuracy`` (pooled over samples, as :mod:`dmtl.algorithms.federated`);
-regression: ``test_task_rmse`` / ``train_task_rmse`` (mean over tasks of per-task RMSE, the reference)
-and ``test_rmse`` / ``train_rmse`` (pooled over samples, as the federated baselines).
+regression: ``test_task_rmse`` / ``train_task_rmse`` (mean over the same tasks of per-task RMSE, the
+reference) and ``test_rmse`` / ``train_rmse`` (pooled over samples, as the federated baselines). A task
+without test samples has no test error: it is left out of the mean instead of counting as 0.
 
 Systems model (virtual clock)
 -----------------------------
@@ -63,9 +67,33 @@ methods that take a fraction) and its *speed* this round (``speed = 1`` otherwis
 of local work (CoCoA-style) waits ``work / f`` for its slowest node. ``comm_cost`` adds a fixed per-round
 communication cost, in flop units, charged to every node
 after the exchange: a number, or ``"wifi"`` (10), ``"lte"`` (100), ``"3g"`` (1000) as in the
-reference. With ``clock.compute_rate=1``, ``clock.latency=0`` and large bandwidths, ``virtual_time``
-is exactly the reference's "estimated time" model (work + communication units); with the default
-clock the byte-level ledger costs are added on top.
+reference. With the default clock the byte-level ledger costs are added on top; with
+``clock.compute_rate=1``, ``clock.latency=0`` and large bandwidths only work and ``comm_cost`` count.
+
+``time_model`` says how a round's local work becomes time:
+
+``"parallel"`` (default)
+    Parallel wall-clock: the nodes work at the same time, so a round lasts as long as its *busiest*
+    node's work (the ledger keeps the max over nodes), plus ``comm_cost``.
+``"reference"``
+    The reference's sequential "estimated time" (``optimization_driver.m``): every round is charged the
+    *total* work of all tasks, ``sum_t steps_t x step_flops / speed`` (the reference's
+    ``8 frac sum_t n_t``, 6 and 4 units for Mb-SDCA and Mb-SGD), or for CoCoA-style the number of tasks
+    times its largest task's work (the reference's ``max_its x 8 m``), plus ``comm_cost``; a dropped
+    task's work is 0 (the reference has no drop-outs). The totals
+    are collected with ``comm.observe`` (clock accounting, not messages: the ledger's counts are those
+    of the parallel model).
+
+The two differ by about a factor K on the work term (exactly ``sum_t n_t / max_t n_t`` for MOCHA without
+heterogeneity: 21.2 on landmine_small), not on ``comm_cost``: under ``"parallel"`` communication weighs
+about K times more against local work than in the reference's plots, which favours methods that do
+more local work per round and need fewer rounds (CoCoA-style) as ``comm_cost`` grows, and a
+straggler's slowness costs only through the busiest node, not through every task. With
+``time_model="reference"``, ``clock.compute_rate=1``, no latency, large bandwidths and ``step_flops``
+set to the reference's unit costs, ``virtual_time`` is the reference's estimated time up to the
+rounding of ``n_t frac`` and two modelling differences: with stragglers the reference charges the
+flexible methods ``top x n_t`` whatever the draw (here ``f n_t`` steps at speed ``f``, i.e. ``n_t``),
+and it does not slow CoCoA-style down with stragglers (here it is, in both models).
 
 Baselines
 ---------
@@ -78,10 +106,10 @@ Baselines
     drop-outs apply. Gap checks are charged only with the honest flop count.
 ``mocha-mbsdca`` (mini-batch SDCA)
     Local SDCA steps against the *fixed* ``w_t`` (no local model update, denominator ``Sigma_tt``), then
-    the server scales all updates by ``gamma = scaling / (total local steps)``:
+    the server scales all updates by ``gamma = min(1, scaling / (total local steps))``:
     ``alpha <- alpha_prev + gamma (alpha - alpha_prev)``, ``W <- W + gamma dB Sigma / lambda``.
 ``mocha-mbsgd`` (mini-batch SGD)
-    Each task computes the hinge sub-gradient of its mean loss on ``floor(n_t frac)`` sampled
+    Each task computes the hinge sub-gradient of its mean loss on ``max(1, floor(n_t frac))`` sampled
     examples, ``G_t = (1/b_t) sum_{y x^T w_t < 1} y x``; the server steps
     ``W <- W - eta_h (lambda W Omega - G)`` with ``eta_h = step / (lambda mu h)``, ``mu`` the smallest
     eigenvalue of Omega and h the round within the outer iteration (Pegasos), then projects W onto the
@@ -91,10 +119,31 @@ Baselines
 ``mocha-global``
     One SVM on the pooled data, ``(1/N) sum hinge + (lambda/2) ||w||^2``, by distributed SDCA with
     CoCoA+ "adding" aggregation (subproblem parameter ``sigma' = K``): every task runs
-    ``floor(n_t frac)`` steps against the shared ``w``, the server adds the updates and broadcasts ``w``.
+    ``max(1, floor(n_t frac))`` steps against the shared ``w``, the server adds the updates and
+    broadcasts ``w``.
 ``mocha-local``
-    One SVM per task, ``sum_t [mean_i hinge + (lambda/2) ||w_t||^2]``, ``floor(n_t frac)`` SDCA steps
-    per round (default one epoch), no communication.
+    One SVM per task, ``sum_t [mean_i hinge + (lambda/2) ||w_t||^2]``, ``max(1, floor(n_t frac))`` SDCA
+    steps per round (default one epoch), no communication.
+
+Unseen clients (``problem.truth["unseen"]``, e.g. ``fedem_synthetic`` with ``unseen_frac > 0``) are
+rejected with a ConfigError: the MTRL objective gives every task its own model trained on its own data,
+so a held-out client has nothing to train on and no model to be served.
+
+Deviations from the reference code (documented choices)
+-------------------------------------------------------
+* Local steps ``max(1, floor(n_t frac))`` for every task that is not dropped (all methods and
+  :func:`mocha_fit`). The reference's ``for s = 1:n_t*frac`` does none when ``n_t frac < 1``: a task
+  with few samples, or a straggler's small draw, would then never train (its dual variables and model
+  stay at 0 for ever). Identical whenever ``n_t frac >= 1`` (every Landmine task: ``n_t >= 33``).
+* Mini-batch SDCA: ``gamma = min(1, scaling / total steps)``. The reference's ``scaling / total``
+  exceeds 1 when fewer than ``scaling`` steps are taken in a round (few or small tasks, drop-outs);
+  ``alpha y`` then leaves ``[0, 1]``, the "dual" is no longer a lower bound and the iterates can
+  diverge. Identical whenever the round takes at least ``scaling`` steps.
+* Uploads carry a one-float position tag (d + 1 floats per task; Mb-SDCA also sends its step count,
+  d + 2, and receives ``gamma`` with ``w_t``, d + 1): with several tasks per node or drop-outs the
+  server needs to know which task sent a row. The reference, one task per machine in one process,
+  has no messages; ALGORITHMS.md counts d floats.
+* ``recompute_w`` (above) and the time models (above).
 
 Batched reference implementation
 --------------------------------
@@ -151,7 +200,9 @@ COMM_COSTS: dict[str, float] = {"wifi": 10.0, "lte": 100.0, "3g": 1000.0}
 """Per-round communication cost units of the reference's systems experiments."""
 
 LOSSES = ("hinge", "squared")
-_NSUMS = 9  # columns of _MochaFamily._task_sums
+TIME_MODELS = ("parallel", "reference")
+_NSUMS = 11  # columns of _MochaFamily._task_sums
+_BOX_TOL = 1e-9  # slack of the hinge dual box alpha y in [0, 1] (rounding of the Mb-SDCA averaging)
 
 _TEST_OVERRIDES = [
     "problem.kind=related_tasks",
@@ -266,6 +317,18 @@ def sdca_steps(
     return np.ascontiguousarray(dbT.T)
 
 
+def _local_steps(n: np.ndarray, frac: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """Local steps of each task: ``max(1, floor(n frac))``, 0 for a dropped task.
+
+    Notes
+    -----
+    The reference's ``for s = 1:n*frac`` takes ``floor(n frac)`` steps, none at all when ``n frac < 1``:
+    a small task (or a straggler's small draw) would never train. Every task that is not dropped takes
+    at least one step; identical to the reference whenever ``n frac >= 1``.
+    """
+    return np.where(dropped, 0, np.maximum(1.0, np.floor(n * frac))).astype(np.int64)
+
+
 def _order(keys: np.ndarray, mask: np.ndarray, n: np.ndarray, length: int) -> np.ndarray:
     """Visit order (R, length): a random permutation of each row's samples, repeated cyclically.
 
@@ -295,6 +358,34 @@ def _fy_gap(loss: str, margins: np.ndarray, alpha: np.ndarray, y: np.ndarray) ->
         return np.maximum(0.0, 1.0 - ym) - alpha * y * (1.0 - ym)
     r = margins - y + alpha
     return 0.5 * r * r
+
+
+def _check_hyper(
+    owner: str,
+    *,
+    loss: str,
+    losses: tuple[str, ...],
+    frac: float,
+    bottom: float,
+    top: float,
+    drop_prob: float,
+    eig_floor: float,
+    flags: dict[str, Any],
+    ints: dict[str, Any],
+) -> None:
+    """Checks shared by the MOCHA-family algorithms and :func:`mocha_fit` (ConfigError, one line each)."""
+    if not isinstance(loss, str) or loss not in losses:
+        raise ConfigError(f"{owner}.loss must be one of {', '.join(losses)}, got {loss!r}")
+    check_positive(owner, frac=frac, top=top, eig_floor=eig_floor)
+    check_int(owner, 1, **ints)
+    real = (int, float, np.integer, np.floating)
+    if isinstance(bottom, bool) or not (isinstance(bottom, real) and 0 <= bottom <= top):
+        raise ConfigError(f"{owner}.bottom must satisfy 0 <= bottom <= top, got {bottom!r}")
+    if isinstance(drop_prob, bool) or not (isinstance(drop_prob, real) and 0 <= drop_prob < 1):
+        raise ConfigError(f"{owner}.drop_prob must lie in [0, 1), got {drop_prob!r}")
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{owner}.{key} must be true or false, got {value!r}")
 
 
 def _resolve_cost(owner: str, value: float | str) -> float:
@@ -375,6 +466,7 @@ class _MochaFamily(Algorithm):
     eig_floor: float = 1e-7
     comm_cost: float | str = 0.0
     step_flops: float | None = None
+    time_model: str = "parallel"
 
     family: ClassVar[str] = "federated MTL (MOCHA)"
     network: ClassVar[str] = "server"
@@ -383,17 +475,23 @@ class _MochaFamily(Algorithm):
 
     def __post_init__(self) -> None:
         owner = f"algorithm({self.name})"
-        check_positive(owner, lam=self.lam, frac=self.frac, top=self.top, eig_floor=self.eig_floor)
-        check_int(owner, 1, inner_iters=self.inner_iters)
-        if self.loss not in self._losses:
-            raise ConfigError(f"{owner}.loss must be one of {', '.join(self._losses)}, got {self.loss!r}")
-        if not (isinstance(self.bottom, (int, float)) and 0 <= self.bottom <= self.top):
-            raise ConfigError(f"{owner}.bottom must satisfy 0 <= bottom <= top, got {self.bottom!r}")
-        if not (isinstance(self.drop_prob, (int, float)) and 0 <= self.drop_prob < 1):
-            raise ConfigError(f"{owner}.drop_prob must lie in [0, 1), got {self.drop_prob!r}")
-        for key in ("stragglers", "update_omega"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"{owner}.{key} must be true or false, got {getattr(self, key)!r}")
+        check_positive(owner, lam=self.lam)
+        _check_hyper(
+            owner,
+            loss=self.loss,
+            losses=self._losses,
+            frac=self.frac,
+            bottom=self.bottom,
+            top=self.top,
+            drop_prob=self.drop_prob,
+            eig_floor=self.eig_floor,
+            flags={"stragglers": self.stragglers, "update_omega": self.update_omega},
+            ints={"inner_iters": self.inner_iters},
+        )
+        if self.time_model not in TIME_MODELS:
+            raise ConfigError(
+                f"{owner}.time_model must be one of {', '.join(TIME_MODELS)}, got {self.time_model!r}"
+            )
         _resolve_cost(owner, self.comm_cost)
         if self.step_flops is not None:
             check_positive(owner, step_flops=self.step_flops)
@@ -402,6 +500,12 @@ class _MochaFamily(Algorithm):
     def _init_block(self, problem: Problem, comm: Communicator, rng: RunStreams) -> MochaState:
         owner = f"algorithm({self.name})"
         loss = get_loss(self.loss)
+        unseen = problem.truth.get("unseen")
+        if unseen is not None and np.any(unseen):
+            raise ConfigError(
+                f"{owner} cannot serve unseen clients (every MTRL task trains its own model on its own "
+                f"data): set problem.unseen_frac=0 ({int(np.sum(unseen))} clients are flagged unseen)"
+            )
         mask_all = problem.mask
         loss.check_labels(problem.y[mask_all], f"{owner}: problem training labels (loss={self.loss})")
         if problem.y_test is not None:
@@ -466,9 +570,28 @@ class _MochaFamily(Algorithm):
             return float(self.step_flops)
         return 6.0 * d + 15.0 if kind == "sdca" else 4.0 * d + 5.0
 
-    def _charge(self, comm: Communicator, state: MochaState, per_task_flops: np.ndarray) -> None:
-        """Local work at each node's speed this round (its straggler draw, or 1)."""
-        comm.compute(state.data.sum_to_nodes(per_task_flops) / state.extra["speed"])
+    def _charge(
+        self, comm: Communicator, state: MochaState, per_task_flops: np.ndarray, fixed_accuracy: bool = False
+    ) -> None:
+        """Local work at each node's speed this round (its straggler draw, or 1), by ``time_model``.
+
+        ``"parallel"``: every node its own work (the ledger keeps the busiest node's). ``"reference"``:
+        every node the total over all tasks (``fixed_accuracy``, CoCoA-style: the number of tasks times
+        the largest task's work), gathered with ``comm.observe`` (accounting, not a message).
+        """
+        data = state.data
+        speed = state.extra["speed"]
+        if self.time_model == "parallel":
+            comm.compute(data.sum_to_nodes(per_task_flops) / speed)
+            return
+        task_time = per_task_flops / speed[data.node]
+        if fixed_accuracy:
+            node_max = np.zeros(comm.n_local)
+            np.maximum.at(node_max, data.node, task_time)
+            total = len(state.order) * float(comm.observe(node_max).max(initial=0.0))
+        else:
+            total = float(comm.observe(data.sum_to_nodes(task_time)).sum())
+        comm.compute(np.full(comm.n_local, total))
 
     def _charge_round(self, comm: Communicator) -> None:
         cost = _resolve_cost(self.name, self.comm_cost)
@@ -485,7 +608,8 @@ class _MochaFamily(Algorithm):
     def _task_sums(self, state: MochaState, models: np.ndarray) -> np.ndarray:
         """Per node, summed over its tasks (``_NSUMS`` columns): mean loss, mean conjugate, per-task
         train / test error (rate or RMSE), 1 (tasks), pooled train / test wrong counts (or squared
-        errors) and train / test sample counts."""
+        errors), train / test sample counts, 1 if the task has test samples, and the number of hinge
+        dual variables outside their box (``alpha y`` not in ``[0, 1]``)."""
         data = state.data
         loss = get_loss(self.loss)
         k = len(data.tasks)
@@ -502,7 +626,11 @@ class _MochaFamily(Algorithm):
                 st = np.einsum("knd,kd->kn", data.X_test, models)
                 per[:, 6], per[:, 8] = self._error(st, data.y_test, tmask)
                 per[:, 3] = self._per_task(per[:, 6], per[:, 8])
+                per[:, 9] = per[:, 8] > 0
             per[:, 4] = 1.0
+            if self.loss == "hinge":
+                box = state.alpha * data.y
+                per[:, 10] = (state.mask & ((box < -_BOX_TOL) | (box > 1.0 + _BOX_TOL))).sum(1)
         return data.sum_to_nodes(per)
 
     def _error(self, s: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -518,18 +646,25 @@ class _MochaFamily(Algorithm):
         return rate if self.loss == "hinge" else np.sqrt(rate)
 
     def _error_metrics(self, sums: np.ndarray, has_test: bool) -> dict[str, float]:
-        """Per-task means (the reference's ``opts.avg = 1``) and pooled sample-weighted values."""
-        parts = [("train", 2, 5, 7)] + ([("test", 3, 6, 8)] if has_test else [])
+        """Per-task means over the tasks that have samples (the reference's ``opts.avg = 1``) and pooled
+        sample-weighted values; NaN when there is no sample at all."""
+        parts = [("train", 2, 5, 7, 4)] + ([("test", 3, 6, 8, 9)] if has_test else [])
         out = {}
-        for prefix, task_col, bad_col, cnt_col in parts:
-            pooled = sums[bad_col] / max(sums[cnt_col], 1.0)
+        for prefix, task_col, bad_col, cnt_col, tasks_col in parts:
+            pooled = sums[bad_col] / sums[cnt_col] if sums[cnt_col] > 0 else np.nan
+            per_task = sums[task_col] / sums[tasks_col] if sums[tasks_col] > 0 else np.nan
             if self.loss == "hinge":
-                out[f"{prefix}_error"] = float(sums[task_col] / sums[4])
+                out[f"{prefix}_error"] = float(per_task)
                 out[f"{prefix}_accuracy"] = float(1.0 - pooled)
             else:
-                out[f"{prefix}_task_rmse"] = float(sums[task_col] / sums[4])
+                out[f"{prefix}_task_rmse"] = float(per_task)
                 out[f"{prefix}_rmse"] = float(np.sqrt(pooled))
         return out
+
+    @staticmethod
+    def _dual(sums: np.ndarray, value: float) -> float:
+        """The dual value, NaN if a hinge dual variable is outside its box (no longer a dual bound)."""
+        return float(value) if sums[10] == 0 else float("nan")
 
 
 def _upload(
@@ -594,6 +729,10 @@ class Mocha(_MochaFamily):
         Fixed per-round communication cost in flop units (10, 100, 1000).
     step_flops : float, optional
         Flops charged per SDCA step (default ``6 d + 15``; the reference's unit cost is 8).
+    time_model : {"parallel", "reference"}
+        How local work becomes virtual time (module notes): the busiest node's work per round
+        (parallel wall-clock, default) or the total work of all tasks per round (the reference's
+        sequential "estimated time", about K times larger on the work term).
     """
 
     recompute_w: bool = True
@@ -614,7 +753,7 @@ class Mocha(_MochaFamily):
         """Run the round's local SDCA; returns (state, db (k, d), steps (k,))."""
         keys, frac, dropped = self._draws(state, comm)
         data = state.data
-        steps = np.where(dropped, 0, np.floor(data.n_samples * frac)).astype(np.int64)
+        steps = _local_steps(data.n_samples, frac, dropped)
         order = _order(keys, state.mask, data.n_samples, int(steps.max(initial=0)))
         alpha = state.alpha.copy()
         v = state.w.copy()
@@ -696,8 +835,8 @@ class Mocha(_MochaFamily):
         sums = comm.observe(self._task_sums(state, state.w)).sum(axis=0)
         W, B = state.W, state.B
         primal = sums[0] + 0.5 * self.lam * float(np.sum(state.Omega * (W @ W.T)))
-        dual = sums[1] - float(np.sum(state.Sigma * (B @ B.T))) / (2 * self.lam)
-        out = {"primal": float(primal), "dual": float(dual), "duality_gap": float(primal - dual)}
+        dual = self._dual(sums, sums[1] - float(np.sum(state.Sigma * (B @ B.T))) / (2 * self.lam))
+        out = {"primal": float(primal), "dual": dual, "duality_gap": float(primal - dual)}
         out.update(self._error_metrics(sums, state.data.X_test is not None))
         return out
 
@@ -765,7 +904,7 @@ class MochaCoCoA(Mocha):
         flops = done_steps * self._step_cost(d)
         if self.step_flops is None:
             flops = flops + checks * data.n_samples * (2.0 * d + 6.0)
-        self._charge(comm, state, flops)
+        self._charge(comm, state, flops, fixed_accuracy=True)
         state.extra["steps"] = done_steps
         return replace(state, alpha=alpha), db, done_steps
 
@@ -774,12 +913,22 @@ class MochaCoCoA(Mocha):
 @dataclass(frozen=True)
 class MochaMbSDCA(Mocha):
     """Mini-batch SDCA baseline: local steps against a fixed ``w_t``, updates scaled by
-    ``gamma = scaling / total steps`` at the server.
+    ``gamma = min(1, scaling / total steps)`` at the server.
 
     Parameters (besides MOCHA's)
     ----------------------------
     scaling : float
         Numerator of gamma (10 as the reference's ``mbsdca_scaling``).
+
+    Notes
+    -----
+    The reference uses ``gamma = scaling / total steps`` uncapped. With fewer than ``scaling`` steps in
+    a round (a few small tasks, drop-outs) that exceeds 1: the averaged ``alpha y`` leaves ``[0, 1]``,
+    the reported dual stops being a lower bound and the iterates can diverge. Capping at 1 (the plain
+    sum of the SDCA updates, each of which stays in the box) keeps every iterate dual-feasible and
+    bounded; identical to the reference whenever a round takes at least ``scaling`` steps. (Steps taken
+    against the same ``w_t`` are only safe with ``gamma`` about ``1 / steps``: with few steps per round
+    and ``gamma = 1`` the primal can still oscillate; lower ``scaling`` for such problems.)
     """
 
     scaling: float = 10.0
@@ -795,7 +944,7 @@ class MochaMbSDCA(Mocha):
         keys, frac, dropped = self._draws(state, comm)
         data = state.data
         k, _, d = data.X.shape
-        steps = np.where(dropped, 0, np.floor(data.n_samples * frac)).astype(np.int64)
+        steps = _local_steps(data.n_samples, frac, dropped)
         order = _order(keys, state.mask, data.n_samples, int(steps.max(initial=0)))
         alpha = state.alpha.copy()
         v = state.w.copy()
@@ -808,9 +957,9 @@ class MochaMbSDCA(Mocha):
         self._charge(comm, state, steps * self._step_cost(d))
         active = steps > 0
 
-        def gamma(full: np.ndarray) -> float:
+        def gamma(full: np.ndarray) -> float:  # capped at 1: see the deviations in the module notes
             total = full[:, d].sum()
-            return float(self.scaling / total) if total > 0 else 0.0
+            return float(min(1.0, self.scaling / total)) if total > 0 else 0.0
 
         new = self._aggregate(state, comm, db, active, gamma, extra_up=steps[:, None].astype(float))
         g = new.extra["gamma"]
@@ -843,7 +992,7 @@ class MochaMbSGD(Mocha):
         keys, frac, dropped = self._draws(state, comm)
         data = state.data
         k, _, d = data.X.shape
-        steps = np.where(dropped, 0, np.floor(data.n_samples * frac)).astype(np.int64)
+        steps = _local_steps(data.n_samples, frac, dropped)
         width = int(steps.max(initial=0))
         order = _order(keys, state.mask, data.n_samples, width)
         ar = np.arange(k)[:, None]
@@ -895,7 +1044,7 @@ class MochaGlobal(_MochaFamily):
     """Global baseline: one model for all tasks on the pooled data, by CoCoA+ (adding) SDCA.
 
     Objective ``(1/N) sum_all loss + (lambda/2) ||w||^2``; each round every task runs
-    ``floor(n_t frac)`` SDCA steps with subproblem parameter ``sigma' = K`` against the shared ``w``,
+    ``max(1, floor(n_t frac))`` SDCA steps with subproblem parameter ``sigma' = K`` against the shared ``w``,
     the server adds ``sum_t db_t / lambda`` and broadcasts ``w``. ``frac`` defaults to 1 (one epoch).
     """
 
@@ -916,7 +1065,7 @@ class MochaGlobal(_MochaFamily):
         data = state.data
         k, _, d = data.X.shape
         K = len(state.order)
-        steps = np.where(dropped, 0, np.floor(data.n_samples * frac)).astype(np.int64)
+        steps = _local_steps(data.n_samples, frac, dropped)
         order = _order(keys, state.mask, data.n_samples, int(steps.max(initial=0)))
         alpha = state.alpha.copy()
         v = state.w.copy()
@@ -967,8 +1116,8 @@ class MochaGlobal(_MochaFamily):
         w = state.W[0]
         primal = sums[_NSUMS] / state.n_total + 0.5 * self.lam * float(w @ w)
         b = state.B[0]
-        dual = sums[_NSUMS + 1] / state.n_total - float(b @ b) / (2 * self.lam)
-        out = {"primal": float(primal), "dual": float(dual), "duality_gap": float(primal - dual)}
+        dual = self._dual(sums, sums[_NSUMS + 1] / state.n_total - float(b @ b) / (2 * self.lam))
+        out = {"primal": float(primal), "dual": dual, "duality_gap": float(primal - dual)}
         out.update(self._error_metrics(sums, data.X_test is not None))
         return out
 
@@ -976,7 +1125,8 @@ class MochaGlobal(_MochaFamily):
 @register
 @dataclass(frozen=True)
 class MochaLocal(_MochaFamily):
-    """Local baseline: one SVM per task by SDCA (``floor(n_t frac)`` steps per round), no communication.
+    """Local baseline: one SVM per task by SDCA (``max(1, floor(n_t frac))`` steps per round), no
+    communication.
 
     Objective ``sum_t [mean_i loss + (lambda/2) ||w_t||^2]``. ``frac`` defaults to 1 (one epoch).
     """
@@ -994,7 +1144,7 @@ class MochaLocal(_MochaFamily):
         keys, frac, dropped = self._draws(state, comm)
         data = state.data
         k, _, d = data.X.shape
-        steps = np.where(dropped, 0, np.floor(data.n_samples * frac)).astype(np.int64)
+        steps = _local_steps(data.n_samples, frac, dropped)
         order = _order(keys, state.mask, data.n_samples, int(steps.max(initial=0)))
         alpha = state.alpha.copy()
         v = state.w.copy()
@@ -1023,8 +1173,9 @@ class MochaLocal(_MochaFamily):
             reg[:, 0] = 0.5 * self.lam * np.einsum("kd,kd->k", state.w, state.w)
         sums = comm.observe(np.hstack([per, data.sum_to_nodes(reg)])).sum(axis=0)
         primal = sums[0] + sums[_NSUMS]
-        dual = sums[1] - sums[_NSUMS]  # w_t = b_t / lambda: (1/(2 lambda)) ||b_t||^2 = (lambda/2) ||w_t||^2
-        out = {"primal": float(primal), "dual": float(dual), "duality_gap": float(primal - dual)}
+        # w_t = b_t / lambda: (1/(2 lambda)) ||b_t||^2 = (lambda/2) ||w_t||^2
+        dual = self._dual(sums, sums[1] - sums[_NSUMS])
+        out = {"primal": float(primal), "dual": dual, "duality_gap": float(primal - dual)}
         out.update(self._error_metrics(sums, data.X_test is not None))
         return out
 
@@ -1045,6 +1196,28 @@ class MochaFit:
     Omega: np.ndarray
     rho: np.ndarray
     alpha: np.ndarray
+
+
+def _check_problems(
+    owner: str, y: np.ndarray, mask: np.ndarray, group: np.ndarray | None, loss: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check the problems' masks (P, K, n_max), data groups (P,) and training labels (DataError);
+    returns ``(mask, group, n)`` with ``n`` (P, K) the training samples per task."""
+    G, K, n_max = y.shape
+    mask = np.asarray(mask, dtype=bool)
+    group = np.arange(G) if group is None else np.asarray(group, dtype=np.int64)
+    P = mask.shape[0] if mask.ndim else 0
+    if group.shape != (P,) or mask.shape != (P, K, n_max):
+        raise DataError(f"{owner}: mask must be (P, {K}, {n_max}) with group (P,), got {mask.shape}")
+    if P and (group.min() < 0 or group.max() >= G):
+        raise DataError(f"{owner}: group must index the {G} data groups (0..{G - 1}), got {group.tolist()}")
+    n = mask.sum(-1)
+    if np.any(n == 0):
+        raise DataError(f"{owner}: a task has no training sample; every task needs one")
+    used = np.zeros((G, K, n_max), dtype=bool)
+    np.logical_or.at(used, group, mask)
+    get_loss(loss).check_labels(y[used], f"{owner}: training labels (loss={loss})")
+    return mask, group, n
 
 
 def _flat(X: np.ndarray) -> np.ndarray:
@@ -1092,23 +1265,38 @@ def mocha_fit(
         algorithm run with the same seed.
     callback : callable(round, fit, steps), optional
         Called after every round (for curves).
+
+    Notes
+    -----
+    The hyper-parameters are checked as :class:`Mocha`'s (ConfigError) and the labels of every
+    problem's training samples as the loss's (DataError: ``{-1, +1}`` for hinge). Local steps are
+    ``max(1, floor(n_t frac))`` as in :class:`Mocha` (module notes: the reference takes none when
+    ``n_t frac < 1``).
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
+    if X.ndim != 4 or y.shape != X.shape[:3]:
+        raise DataError(f"mocha_fit: X must be (G, K, n_max, d) and y (G, K, n_max), got {X.shape} {y.shape}")
     G, K, n_max, d = X.shape
-    mask = np.asarray(mask, dtype=bool)
+    bottom, top = stragglers if stragglers is not None else (0.1, 1.0)
+    _check_hyper(
+        "mocha_fit",
+        loss=loss,
+        losses=LOSSES,
+        frac=frac,
+        bottom=bottom,
+        top=top,
+        drop_prob=drop_prob,
+        eig_floor=eig_floor,
+        flags={"recompute_w": recompute_w, "update_omega": update_omega},
+        ints={"outer": outer, "inner": inner},
+    )
+    mask, group, n = _check_problems("mocha_fit", y, mask, group, loss)
     P = mask.shape[0]
-    group = np.arange(G) if group is None else np.asarray(group, dtype=np.int64)
-    if group.shape != (P,) or mask.shape != (P, K, n_max):
-        raise DataError(f"mocha_fit: mask must be (P, {K}, {n_max}) with group (P,), got {mask.shape}")
     lam_p = np.broadcast_to(np.asarray(lam, dtype=float), (P,)).copy()
     if np.any(lam_p <= 0) or not np.all(np.isfinite(lam_p)):
         raise ConfigError(f"mocha_fit: lambda must be finite and > 0, got {lam_p.min()}")
-    n = mask.sum(-1)
-    if np.any(n == 0):
-        raise DataError("mocha_fit: a task has no training sample; every task needs one")
     rng = np.random.default_rng(0) if rng is None else rng
-    bottom, top = stragglers if stragglers is not None else (0.1, 1.0)
     Xf, yf = _flat(X), _flat(y)
     xxf = np.einsum("rnd,rnd->rn", Xf, Xf)
     rows = (group[:, None] * K + np.arange(K)[None, :]).ravel()
@@ -1130,7 +1318,7 @@ def mocha_fit(
         fr = rng.uniform(bottom, top, (P, K))
         dropped = rng.random((P, K)) < drop_prob
         f = fr if stragglers is not None else np.full((P, K), float(frac))
-        steps = np.where(dropped, 0, np.floor(n * f)).astype(np.int64).ravel()
+        steps = _local_steps(n, f, dropped).ravel()
         order = _order(keys, mflat, n_r, int(steps.max(initial=0)))
         v = fit.W.reshape(R, d).copy()
         scale = (fit.rho[:, None] * np.diagonal(fit.Sigma, axis1=1, axis2=2)).ravel()
@@ -1161,7 +1349,11 @@ def _scores(X: np.ndarray, group: np.ndarray, W: np.ndarray, chunk: int = 64) ->
 def task_errors(
     X: np.ndarray, y: np.ndarray, mask: np.ndarray, group: np.ndarray, W: np.ndarray, loss: str = "hinge"
 ) -> np.ndarray:
-    """Per problem and task: misclassification rate (hinge) or RMSE (squared) on ``mask``; (P, K)."""
+    """Per problem and task: misclassification rate (hinge) or RMSE (squared) on ``mask``; (P, K).
+
+    A task with no sample in ``mask`` gets 0 (callers average over tasks that have samples)."""
+    if loss not in LOSSES:
+        raise ConfigError(f"task_errors: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     s = _scores(X, group, W)
     yy = y[group]
     cnt = np.maximum(mask.sum(-1), 1)
@@ -1179,18 +1371,31 @@ def mtrl_objectives(
     lam: float | np.ndarray,
     loss: str = "hinge",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Primal ``P(W)`` and dual ``D(alpha)`` (P,) of a :func:`mocha_fit` state."""
+    """Primal ``P(W)`` and dual ``D(alpha)`` (P,) of a :func:`mocha_fit` state.
+
+    Inputs are checked as :func:`mocha_fit`'s (loss, labels, masks). The dual is NaN for a problem
+    whose hinge dual variables leave their box (``alpha y`` outside ``[0, 1]``): it is then no bound.
+    """
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ConfigError(f"mtrl_objectives: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    y = np.asarray(y, dtype=float)
+    mask, group, n = _check_problems("mtrl_objectives", y, mask, group, loss)
     P = fit.W.shape[0]
     lam_p = np.broadcast_to(np.asarray(lam, dtype=float), (P,))
+    if np.any(lam_p <= 0) or not np.all(np.isfinite(lam_p)):
+        raise ConfigError(f"mtrl_objectives: lambda must be finite and > 0, got {lam_p.min()}")
     s = _scores(X, group, fit.W)
     yy = y[group]
-    n = mask.sum(-1)
     lv = get_loss(loss).value(s, yy)
     primal = (np.where(mask, lv, 0.0).sum(-1) / n).sum(-1)
     primal = primal + 0.5 * lam_p * np.einsum("pkl,pkl->p", fit.Omega, fit.W @ np.swapaxes(fit.W, 1, 2))
     c = np.where(mask, _conj(loss, fit.alpha, yy), 0.0).sum(-1) / n
     BB = fit.B @ np.swapaxes(fit.B, 1, 2)
     dual = c.sum(-1) - np.einsum("pkl,pkl->p", fit.Sigma, BB) / (2 * lam_p)
+    if loss == "hinge":
+        box = fit.alpha * yy
+        bad = (mask & ((box < -_BOX_TOL) | (box > 1.0 + _BOX_TOL))).any(axis=(1, 2))
+        dual = np.where(bad, np.nan, dual)
     return primal, dual
 
 
