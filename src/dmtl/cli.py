@@ -68,6 +68,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from dmtl.algorithms import ALGORITHMS
     from dmtl.config import builtin_experiments
     from dmtl.data.datasets import DATASETS
+    from dmtl.network.channel import COMPRESSIONS
     from dmtl.network.topology import MIXING_KINDS, TOPOLOGIES
 
     print("algorithms:")
@@ -80,6 +81,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<16} {kind.summary}")
     print("topologies:\n  " + ", ".join(sorted(TOPOLOGIES)))
     print("mixing weights:\n  " + ", ".join(MIXING_KINDS))
+    print(
+        "lossy graph links (faults.*):\n  drop_prob in [0, 1); compression "
+        + ", ".join(COMPRESSIONS)
+        + " (bits for quantize, topk fraction for topk)"
+    )
     print("data sets (read from DMTL_DATA or ../shared/data):")
     for name, info in DATASETS.items():
         print(f"  {name:<16} {info.filename:<26} {info.description}")
