@@ -108,6 +108,7 @@ def _dadmm_rate(n: int, K: int, rounds: int) -> dict[str, float]:
         best = min(best, (time.perf_counter() - t0) / rounds)
     m = alg.evaluate(state, comm)
     d = problem.n_features
+    seen = 1 + 3 * rounds  # the warm-up round and three timed blocks
     return {
         "nodes": n,
         "tasks": K,
@@ -117,6 +118,7 @@ def _dadmm_rate(n: int, K: int, rounds: int) -> dict[str, float]:
         "node_updates_per_s": n / best,
         "floats_per_message": 3 * d * K,
         "error_rate": m["error_rate"],
+        "rounds_seen": seen,
     }
 
 
@@ -190,7 +192,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['rounds_per_s']:.3g}",
             fmt_rate(r["node_updates_per_s"]),
             str(r["floats_per_message"]),
-            f"{r['error_rate']:.3f}",
+            f"{r['error_rate']:.3f} after {r['rounds_seen']:,} rounds",
         ]
         for r in results["dadmm"]
     ]
@@ -205,7 +207,8 @@ def markdown(results: dict[str, Any]) -> str:
             "communicator's `gather` + `scatter` bookkeeping alone takes "
             f"{fmt_seconds(c['comm_seconds'])} ({share:.0%}).",
             "",
-            f"Naive per-task loop of the same rules (the authors' code: `pinv`, `fractional_matrix_power`), "
+            f"Naive per-task loop of the same rules (the authors' rules transliterated, "
+            "`dmtl.algorithms.admm_reference`: `pinv`, `fractional_matrix_power`), "
             f"same process, one BLAS thread for both: {fmt_seconds(c['naive_seconds'])} for "
             f"{c['naive_rounds']:,} rounds"
             + (
@@ -216,7 +219,11 @@ def markdown(results: dict[str, Any]) -> str:
             + f"; predictions on those rounds identical: {c['same_predictions']}. "
             f"**Speed-up: {c['speedup']:.0f}x** (target >= {results['target']['speedup']:.0f}x: "
             f"{'met' if results['met']['speedup'] else 'NOT met'}; under "
-            f"{results['target']['seconds']:.0f} s: {'met' if results['met']['seconds'] else 'NOT met'}).",
+            f"{results['target']['seconds']:.0f} s: {'met' if results['met']['seconds'] else 'NOT met'}; "
+            "the issue asks for well under one second). The issue puts the authors' run at 2 to 3 "
+            "minutes on these machines: against that figure the ratio would be "
+            f"{120 / c['seconds']:.0f}x to {180 / c['seconds']:.0f}x. The naive loop is timed once, "
+            "the vectorised run best of 3.",
             "",
             "**D-ADMM** on a ring (reference neighbour averaging), K = 29 tasks, d = 9; one round = every "
             "node mixes, updates one task, recomputes its Omega:",
@@ -229,7 +236,7 @@ def markdown(results: dict[str, Any]) -> str:
                     "rounds/s",
                     "node updates/s",
                     "floats/message",
-                    "error rate",
+                    "cumulative error rate (a sanity check; runs of different lengths)",
                 ],
                 rows,
             ),

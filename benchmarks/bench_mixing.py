@@ -27,6 +27,7 @@ per round of ``comm.mix(X, W, 10)`` (ten rounds in one call, as Dec-AltGDmin's c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from dmtl.network.topology import MixingMatrix, Topology, erdos_renyi, mixing_ma
 __all__ = ["run", "markdown", "naive_mix", "round_bytes"]
 
 HEADLINE = (10_000, 100)
+HEADLINE_REPEATS = 5
 TARGET = 0.5
 MULTI = 10  # rounds per call in the multi-round figures
 
@@ -172,7 +174,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         c["compulsory_fraction"] = c["compulsory_bytes"] / rate / c["seconds"]
     head_n, head_d = (sizes[1], dims[1]) if quick else HEADLINE
     head = [c for c in cases if c["n_nodes"] == head_n and c["d"] == head_d]
-    worst = min(c["floor_fraction"] for c in head)
+    repeats = _headline_repeats(head_n, head_d, bandwidth, 2 if quick else HEADLINE_REPEATS, rng)
+    medians = {k: float(np.median(v)) for k, v in repeats.items()}
+    worst = min(medians.values())
+    straddles = any(min(v) < TARGET <= max(v) for v in repeats.values())
     return {
         "bandwidth": bw,
         "cases": cases,
@@ -183,10 +188,35 @@ def run(quick: bool = False) -> dict[str, Any]:
             "floor_fraction": {c["topology"]: c["floor_fraction"] for c in head},
             "cpu_floor_fraction": {c["topology"]: c["cpu_floor_fraction"] for c in head},
             "compulsory_fraction": {c["topology"]: c["compulsory_fraction"] for c in head},
+            "repeats": repeats,
+            "median_floor_fraction": medians,
             "target": TARGET,
             "met": bool(worst >= TARGET),
+            "borderline": bool(straddles),
         },
     }
+
+
+def _headline_repeats(
+    n: int, d: int, bandwidth: Callable[[], dict[str, float]], repeats: int, rng: np.random.Generator
+) -> dict[str, list[float]]:
+    """Floor fractions of the headline cases, measured ``repeats`` times, each against a copy bandwidth
+    sampled just before it: on a shared host the round time drifts by tens of percent within minutes
+    (X of 8 MB sits in the shared last-level cache), so one sample cannot carry a verdict."""
+    out: dict[str, list[float]] = {}
+    X = rng.random((n, d))
+    for kind in ("ring", "erdos_renyi"):
+        top = _topology(kind, n)
+        W = mixing_matrix(top, "metropolis")
+        comm = LocalCommunicator(n, topology=top, mixing=W)
+        floor_b, _ = round_bytes(W, d)
+        fractions = []
+        for _ in range(repeats):
+            rate = bandwidth()["bytes_per_s"]
+            t = measure(lambda comm=comm, W=W: comm.mix(X, W), repeat=7, min_repeat=3, budget=0.5)
+            fractions.append(floor_b / rate / t.best)
+        out[kind] = fractions
+    return out
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -198,7 +228,7 @@ def markdown(results: dict[str, Any]) -> str:
         "One gossip round `X <- W X` per call of `LocalCommunicator.mix` (ledger included), Metropolis "
         "weights; Erdos-Renyi with p = 10/N (`connected=False`, seed 0). Times are the best of several "
         "samples after a warm-up (median in the `median` column; `CPU`: the process's CPU time over "
-        "the same samples, close to the idle-machine time when other work competes for the cores). "
+        "the same samples). "
         "The backend's `_mix` is scipy's CSR product `W.matrix @ X` once per round.",
         "",
         "**Floor.** Bytes one round must move: read X (N d 8) + one gathered read of the sender's row per "
@@ -215,13 +245,24 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{x / 1e9:.3g}" for x in bw["samples_bytes_per_s"])
         + " GB/s).",
         "",
-        f"**Headline (N = {h['n_nodes']}, d = {h['d']}):** floor fraction "
+        f"**Headline (N = {h['n_nodes']}, d = {h['d']}):** floor fraction, median of "
+        f"{len(next(iter(h['repeats'].values())))} repeats each against a copy bandwidth sampled just "
+        "before it: "
+        + ", ".join(
+            f"{k} {h['median_floor_fraction'][k]:.2f} (range {min(v):.2f} to {max(v):.2f})"
+            for k, v in h["repeats"].items()
+        )
+        + f"; target >= {h['target']}: **{'met' if h['met'] else 'NOT met'}**"
+        + (" (borderline: the repeats fall on both sides of it)" if h["borderline"] else "")
+        + ". In the table below (one sample each): "
         + ", ".join(f"{k} {v:.2f}" for k, v in h["floor_fraction"].items())
-        + f" (target >= {h['target']}: {'met' if h['met'] else 'NOT met'}; by CPU time "
-        + ", ".join(f"{k} {v:.2f}" for k, v in h["cpu_floor_fraction"].items())
-        + "); compulsory fraction "
+        + "; compulsory fraction "
         + ", ".join(f"{k} {v:.2f}" for k, v in h["compulsory_fraction"].items())
-        + ".",
+        + f". At this size X ({fmt_bytes(h['n_nodes'] * h['d'] * 8)}) can sit in the last-level cache, "
+        "so the neighbour reads the floor "
+        "charges at memory speed may come from cache: the floor fraction can overstate the efficiency, "
+        "the compulsory fraction is the strict lower bound. CPU time equals wall time here: the "
+        "competition on this host is for memory and cache, not for the cores.",
         "",
     ]
     rows = []

@@ -131,7 +131,7 @@ def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.n
 
     The tasks are processed in blocks of about 4 MB of ``X``, so that the gradient's pass over ``X_t``
     reads it from cache right after ``A_t = X_t U``: one pass over ``X`` from memory instead of two
-    (1.97x faster at d = K = 600, n = 50, r = 4; ``benchmarks/bench_altgdmin.py``). Within a block,
+    (measured in ``benchmarks/RESULTS.md``, section ``altgdmin``). Within a block,
     ``A_t = X_t U`` is one GEMM per run of consecutive tasks that share a basis (all of them when
     ``shared``): a thin product over many rows that BLAS threads, where per-task products do not.
     For large blocks the node sums are one sparse product with the coefficients rather than a
@@ -146,7 +146,7 @@ def _fit(data: TaskBlock, U: np.ndarray, shared: bool) -> tuple[np.ndarray, np.n
     A_all = np.empty((k, n, r))
     block = max(1, (4 << 20) // max(1, n * d * 8))
     # runs of consecutive tasks with the same basis: one GEMM each over all their samples, which BLAS
-    # can thread, instead of one small GEMM per task (1.5x faster at d = K = 600 on 2 cores)
+    # can thread, instead of one small GEMM per task (benchmarks/RESULTS.md, section altgdmin)
     if shared:
         starts = np.array([0])
     else:
