@@ -87,6 +87,30 @@ def test_mpi_benchmark_is_skipped_with_a_note_without_mpi4py(monkeypatch: pytest
     assert "## `mpi`: skipped" in render(out, "python -m benchmarks mpi --quick")
 
 
+def test_a_failed_correctness_check_fails_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong result is never reported as "skipped", in an optional benchmark either; an optional
+    benchmark that cannot run for another reason is skipped with a note."""
+    import benchmarks.bench_fedem as bench_fedem
+    import benchmarks.bench_mpi as bench_mpi
+
+    def wrong(quick: bool) -> dict:
+        raise AssertionError("naive FedEM round differs from step by 0.3")
+
+    monkeypatch.setattr(bench_fedem, "run", wrong)
+    with pytest.raises(AssertionError, match="differs from step"):
+        run_suite(["fedem"], quick=True, log=lambda msg: None)
+    monkeypatch.setattr(bench_mpi, "run", wrong)
+    with pytest.raises(AssertionError, match="differs from step"):
+        run_suite(["mpi"], quick=True, log=lambda msg: None)
+
+    def cannot(quick: bool) -> dict:
+        raise RuntimeError("no mpiexec here")
+
+    monkeypatch.setattr(bench_mpi, "run", cannot)
+    out = run_suite(["mpi"], quick=True, log=lambda msg: None)
+    assert "no mpiexec here" in out["skipped"]["mpi"]
+
+
 def test_unknown_benchmark_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["nosuch", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
